@@ -1,0 +1,91 @@
+"""tf.data input: TFRecord files of face Examples -> (image, label) batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from components import features as F
+from components.preprocessing import decode_and_resize
+
+FEATURE_SPEC = {
+    F.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+    F.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+    F.IS_KNOWN_KEY: tf.io.FixedLenFeature([], tf.int64),
+    F.ROLE_KEY: tf.io.FixedLenFeature([], tf.string),
+}
+
+
+def expand_patterns(patterns: Sequence[str] | str) -> list[str]:
+    """Glob patterns (as TFX passes them in fn_args) -> sorted file list; error if none match."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {list(patterns)}")
+    return files
+
+
+def read_examples(patterns: Sequence[str] | str) -> tf.data.Dataset:
+    """Parsed examples; ImportExampleGen writes GZIP files, ingest writes plain ones."""
+    files = expand_patterns(patterns)
+    gz = [f for f in files if f.endswith(".gz")]
+    plain = [f for f in files if not f.endswith(".gz")]
+    parts = []
+    if gz:
+        parts.append(tf.data.TFRecordDataset(gz, compression_type="GZIP"))
+    if plain:
+        parts.append(tf.data.TFRecordDataset(plain))
+    ds = parts[0]
+    for p in parts[1:]:
+        ds = ds.concatenate(p)
+    return ds.map(
+        lambda s: tf.io.parse_single_example(s, FEATURE_SPEC), num_parallel_calls=tf.data.AUTOTUNE
+    )
+
+
+def image_dataset(
+    patterns: Sequence[str] | str,
+    input_size: int,
+    roles: Sequence[str] | None = None,
+    label_key: str = F.LABEL_KEY,
+) -> tf.data.Dataset:
+    """Unbatched (image float32 0..255, label int64) pairs, optionally only the given roles."""
+    ds = read_examples(patterns)
+    if roles is not None:
+        wanted = tf.constant(list(roles))
+        ds = ds.filter(lambda ex: tf.reduce_any(tf.equal(ex[F.ROLE_KEY], wanted)))
+    return ds.map(
+        lambda ex: (decode_and_resize(ex[F.IMAGE_KEY], input_size), ex[label_key]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def augment(image: tf.Tensor) -> tf.Tensor:
+    """Small random flips, shifts and brightness changes: ORL has only a few images per person.
+
+    Stateful random ops (seeded by tf.random.set_seed) so every epoch sees new variations.
+    """
+    size = tf.shape(image)[0]
+    image = tf.image.random_flip_left_right(image)
+    pad = tf.cast(tf.cast(size, tf.float32) * 0.1, tf.int32)
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+    image = tf.image.random_crop(padded, tf.shape(image))
+    image = tf.image.random_brightness(image, 20.0)
+    image = tf.image.random_contrast(image, 0.8, 1.2)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def training_batches(
+    ds: tf.data.Dataset, batch_size: int, seed: int, with_augmentation: bool = True
+) -> tf.data.Dataset:
+    """Cache decoded images, then shuffle, augment and batch each epoch."""
+    ds = ds.cache().shuffle(2048, seed=seed, reshuffle_each_iteration=True)
+    if with_augmentation:
+        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_batches(ds: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    return ds.cache().batch(batch_size).prefetch(tf.data.AUTOTUNE)

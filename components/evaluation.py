@@ -1,0 +1,103 @@
+"""The TFMA EvalConfig: identity metrics and the calibration of P(known), sliced by role.
+
+- identity_probs vs `label`, weighted by `is_known` (unknown faces carry label -1, weight 0).
+- known_prob vs `is_known`, unweighted: AUC, AUC-PR, calibration, accuracy, confusion matrix.
+  On the test split the overall slice is known vs unknown-unknown faces: never-seen people.
+- Value thresholds apply to the overall slice only: a one-class slice (role=known) has AUC 0
+  and would block every blessing. Change thresholds compare with the last blessed model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorflow_model_analysis as tfma
+
+from components import features as F
+
+IDENTITY_ACCURACY = "identity_accuracy"
+KNOWN_AUC = "auc"
+
+
+@dataclass(frozen=True)
+class BlessingThresholds:
+    """What the candidate model must reach on the overall test slice to be pushed."""
+
+    min_identity_accuracy: float = 0.5
+    min_known_auc: float = 0.6
+    max_accuracy_drop: float = 0.05
+    """Candidate may be at most this much below the blessed baseline (absolute)."""
+    max_auc_drop: float = 0.05
+
+
+def _overall_only(
+    lower_bound: float, max_drop: float
+) -> list[tfma.PerSliceMetricThreshold]:
+    return [
+        tfma.PerSliceMetricThreshold(
+            slicing_specs=[tfma.SlicingSpec()],
+            threshold=tfma.MetricThreshold(
+                value_threshold=tfma.GenericValueThreshold(lower_bound={"value": lower_bound}),
+                change_threshold=tfma.GenericChangeThreshold(
+                    direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                    absolute={"value": -max_drop},
+                ),
+            ),
+        )
+    ]
+
+
+def make_eval_config(thresholds: BlessingThresholds = BlessingThresholds()) -> tfma.EvalConfig:
+    identity_spec = tfma.MetricsSpec(
+        output_names=[F.OUTPUT_IDENTITY_PROBS],
+        metrics=[
+            tfma.MetricConfig(
+                class_name="SparseCategoricalAccuracy",
+                config='{"name": "%s"}' % IDENTITY_ACCURACY,
+                per_slice_thresholds=_overall_only(
+                    thresholds.min_identity_accuracy, thresholds.max_accuracy_drop
+                ),
+            ),
+            tfma.MetricConfig(
+                class_name="SparseTopKCategoricalAccuracy",
+                config='{"name": "identity_top3_accuracy", "k": 3}',
+            ),
+            tfma.MetricConfig(class_name="WeightedExampleCount"),
+        ],
+    )
+    known_spec = tfma.MetricsSpec(
+        output_names=[F.OUTPUT_KNOWN_PROB],
+        # is_known is a label here, not a weight: every face counts once.
+        example_weights=tfma.ExampleWeightOptions(unweighted=True, weighted=False),
+        metrics=[
+            tfma.MetricConfig(class_name="ExampleCount"),
+            tfma.MetricConfig(
+                class_name="AUC",
+                config='{"name": "%s"}' % KNOWN_AUC,
+                per_slice_thresholds=_overall_only(
+                    thresholds.min_known_auc, thresholds.max_auc_drop
+                ),
+            ),
+            tfma.MetricConfig(class_name="AUCPrecisionRecall"),
+            tfma.MetricConfig(class_name="Calibration"),
+            tfma.MetricConfig(class_name="CalibrationPlot"),
+            tfma.MetricConfig(class_name="BinaryAccuracy"),
+            tfma.MetricConfig(class_name="ConfusionMatrixPlot"),
+            tfma.MetricConfig(class_name="MeanLabel"),
+            tfma.MetricConfig(class_name="MeanPrediction"),
+        ],
+    )
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name=F.SIGNATURE_EXAMPLES,
+                label_keys={
+                    F.OUTPUT_IDENTITY_PROBS: F.LABEL_KEY,
+                    F.OUTPUT_KNOWN_PROB: F.IS_KNOWN_KEY,
+                },
+                example_weight_keys={F.OUTPUT_IDENTITY_PROBS: F.IS_KNOWN_KEY},
+            )
+        ],
+        metrics_specs=[identity_spec, known_spec],
+        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[F.ROLE_KEY])],
+    )

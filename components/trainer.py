@@ -1,0 +1,42 @@
+"""TFX Trainer entry point: `Trainer(run_fn='components.trainer.run_fn', ...)`.
+
+A thin adapter: it reads the labels and settings from custom_config, calls
+components.training and components.exporter, and writes a small training report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from components import exporter, training
+
+# custom_config keys the pipeline passes to the Trainer.
+LABELS = "labels"
+TRAIN_CONFIG = "train_config"
+TRAINING_REPORT = "training_report.json"
+
+
+def run_fn(fn_args) -> None:
+    """Train both phases and export the SavedModel to fn_args.serving_model_dir."""
+    logging.getLogger().setLevel(logging.INFO)
+    custom = fn_args.custom_config or {}
+    labels = list(custom.get(LABELS) or [])
+    if len(labels) < 2:
+        raise ValueError(f"custom_config[{LABELS!r}] must list at least 2 identities, got {labels}")
+    cfg = training.TrainConfig.from_dict(custom.get(TRAIN_CONFIG))
+    result = training.train(len(labels), fn_args.train_files, fn_args.eval_files, cfg)
+    w, b = result.certainty_weights
+    extra = {"certainty": {"weight": w, "bias": b}, "train_config": cfg.to_dict()}
+    exporter.export_saved_model(
+        result.model, labels, fn_args.serving_model_dir, threshold=cfg.threshold, extra_info=extra
+    )
+    report_dir = Path(fn_args.model_run_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "phase1": {k: [float(v) for v in vals] for k, vals in result.phase1_history.items()},
+        "phase2_final": {k: float(vals[-1]) for k, vals in result.phase2_history.items()},
+        **extra,
+    }
+    (report_dir / TRAINING_REPORT).write_text(json.dumps(report, indent=2))

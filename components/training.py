@@ -1,0 +1,166 @@
+"""Two-phase training of the facegate model, callable with or without TFX.
+
+Phase 1: the identity classifier on known train faces (softmax cross-entropy on the logits).
+Phase 2: everything frozen but the certainty neuron, trained on the max logit of known train
+faces (1) versus known-unknown train faces (0). The frozen network is run once per image and the
+neuron is fitted on those scalars, instead of pushing VGG16 through every phase-2 epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from components import data
+from components import features as F
+from components import model as M
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; every field has a default (see `from_dict`)."""
+
+    input_size: int = 64
+    weights: str = "none"
+    """'imagenet', 'none' (from scratch) or a path to VGG16 notop weights."""
+    epochs: int = 60
+    """Phase-1 epochs (identity classifier)."""
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    dropout: float = 0.5
+    augment: bool = True
+    certainty_epochs: int = 300
+    """Phase-2 epochs over the cached max logits (cheap: one scalar per image)."""
+    certainty_learning_rate: float = 0.05
+    threshold: float = 0.5
+    seed: int = 0
+    verbose: int = 2
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> TrainConfig:
+        """Fill missing settings with defaults; unknown keys are an error, not silently ignored."""
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings: {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    phase1_history: dict
+    phase2_history: dict
+    certainty_weights: tuple[float, float]
+
+
+def train_identity(
+    model: keras.Model,
+    train_files: Sequence[str],
+    val_files: Sequence[str] | None,
+    cfg: TrainConfig,
+) -> dict:
+    """Phase 1: fit the logits on known faces; returns the Keras history."""
+    M.set_phase1_trainable(model, cfg.weights)
+    clf = M.logits_model(model)
+    clf.compile(
+        optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    train = data.training_batches(
+        data.image_dataset(train_files, cfg.input_size, roles=[F.ROLE_KNOWN]),
+        cfg.batch_size,
+        cfg.seed,
+        with_augmentation=cfg.augment,
+    )
+    val = None
+    if val_files:
+        val = data.eval_batches(
+            data.image_dataset(val_files, cfg.input_size, roles=[F.ROLE_KNOWN]), cfg.batch_size
+        )
+    history = clf.fit(train, validation_data=val, epochs=cfg.epochs, verbose=cfg.verbose)
+    return history.history
+
+
+def max_logits(model: keras.Model, ds: tf.data.Dataset, batch_size: int) -> np.ndarray:
+    """Run the frozen network once per image; returns max logits as a (n,) array."""
+    feats = M.max_logit_model(model).predict(ds.batch(batch_size), verbose=0)
+    return np.asarray(feats, dtype=np.float32).reshape(-1)
+
+
+def train_certainty(
+    model: keras.Model, train_files: Sequence[str], cfg: TrainConfig
+) -> tuple[dict, tuple[float, float]]:
+    """Phase 2: fit Dense(1, sigmoid) on max logits, known (1) vs known-unknown (0)."""
+    M.set_phase2_trainable(model)
+    images = data.image_dataset(
+        train_files,
+        cfg.input_size,
+        roles=[F.ROLE_KNOWN, F.ROLE_KNOWN_UNKNOWN],
+        label_key=F.IS_KNOWN_KEY,
+    ).cache()
+    x = max_logits(model, images.map(lambda img, _: img), cfg.batch_size)
+    y = np.fromiter((int(v) for _, v in images.as_numpy_iterator()), dtype=np.float32)
+    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(
+            f"the certainty neuron needs known and known-unknown train faces; got {n_pos} known "
+            f"and {n_neg} known-unknown (ingest with --num-known-unknown >= 1)"
+        )
+    # Start from a standardised logistic fit so a few hundred full-batch steps converge whatever
+    # the scale of the logits; balanced weights so 0.5 separates the classes, not their counts.
+    std = float(x.std()) or 1.0
+    layer = model.get_layer(M.CERTAINTY_LAYER)
+    layer.set_weights([np.array([[1.0 / std]], np.float32), np.array([-x.mean() / std], np.float32)])
+    weights = np.where(y == 1, len(y) / (2 * n_pos), len(y) / (2 * n_neg)).astype(np.float32)
+    head = M.certainty_model(model)
+    head.compile(
+        optimizer=keras.optimizers.Adam(cfg.certainty_learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+    )
+    history = head.fit(
+        x[:, None], y, sample_weight=weights, batch_size=len(y), epochs=cfg.certainty_epochs,
+        verbose=0,
+    )
+    w, b = layer.get_weights()
+    hist = history.history
+    log.info(
+        "certainty neuron: P(known) = sigmoid(%.4f * max_logit + %.4f); train loss %.4f, acc %.3f",
+        float(w.reshape(-1)[0]), float(b.reshape(-1)[0]), hist["loss"][-1], hist["accuracy"][-1],
+    )
+    return hist, (float(w.reshape(-1)[0]), float(b.reshape(-1)[0]))
+
+
+def train(
+    num_classes: int,
+    train_files: Sequence[str],
+    val_files: Sequence[str] | None,
+    cfg: TrainConfig,
+) -> TrainResult:
+    """Build the model and run both phases."""
+    tf.random.set_seed(cfg.seed)
+    model = M.build_model(
+        M.ModelSpec(
+            num_classes=num_classes,
+            input_size=cfg.input_size,
+            weights=cfg.weights,
+            dropout=cfg.dropout,
+            seed=cfg.seed,
+        )
+    )
+    h1 = train_identity(model, train_files, val_files, cfg)
+    h2, wb = train_certainty(model, train_files, cfg)
+    return TrainResult(model=model, phase1_history=h1, phase2_history=h2, certainty_weights=wb)

@@ -1,0 +1,195 @@
+"""The `facegate` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+
+def _quiet_tensorflow() -> None:
+    # Before TensorFlow is imported: Keras 2 for TFX/TFMA, and no C++ info chatter.
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _split_spec(num_known, known, num_known_unknown, calib, test, seed):
+    from pipeline.ingest import SplitSpec
+
+    return SplitSpec(
+        num_known=num_known,
+        known=tuple(k.strip() for k in known.split(",") if k.strip()) if known else None,
+        num_known_unknown=num_known_unknown,
+        calib_per_person=calib,
+        test_per_person=test,
+        seed=seed,
+    )
+
+
+_split_options = [
+    click.option("--num-known", type=int, default=None, help="Known identities (default 60%)."),
+    click.option("--known", default=None, help="Comma-separated known identities (overrides)."),
+    click.option(
+        "--num-known-unknown", type=int, default=None, help="Negatives for P(known) (default 20%)."
+    ),
+    click.option("--calib-per-person", "calib", type=int, default=2, show_default=True),
+    click.option("--test-per-person", "test", type=int, default=2, show_default=True),
+    click.option("--seed", type=int, default=0, show_default=True, help="Split and training seed."),
+]
+
+_train_options = [
+    click.option("--input-size", type=int, default=64, show_default=True),
+    click.option(
+        "--weights",
+        default="none",
+        show_default=True,
+        help="VGG16 weights: 'imagenet' (needs a network), 'none' (from scratch) or a file.",
+    ),
+    click.option("--epochs", type=int, default=None, help="Phase-1 epochs (default from config)."),
+    click.option("--batch-size", type=int, default=None),
+    click.option("--learning-rate", type=float, default=None),
+    click.option("--no-cache", is_flag=True, help="Re-run every component."),
+    click.option(
+        "--beam-arg", "beam_args", multiple=True, help="Extra Beam pipeline arg (repeatable)."
+    ),
+]
+
+
+def _apply(options):
+    def deco(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return deco
+
+
+def _train_config(input_size, weights, epochs, batch_size, learning_rate, seed):
+    from components.training import TrainConfig
+
+    values = {"input_size": input_size, "weights": weights, "seed": seed}
+    for key, value in (
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("learning_rate", learning_rate),
+    ):
+        if value is not None:
+            values[key] = value
+    return TrainConfig.from_dict(values)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """facegate: open-set face recognition as a TFX pipeline."""
+
+
+@cli.command()
+@click.option("--images", required=True, type=click.Path(path_type=Path), help="Folder per person.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="TFRecord output.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@_apply(_split_options)
+def ingest(images, out, overwrite, num_known, known, num_known_unknown, calib, test, seed) -> None:
+    """Read a folder-per-person image tree and write TFRecord splits."""
+    _quiet_tensorflow()
+    from pipeline.ingest import IngestError
+    from pipeline.ingest import ingest as run_ingest
+
+    spec = _split_spec(num_known, known, num_known_unknown, calib, test, seed)
+    try:
+        result = run_ingest(images, out, spec, overwrite=overwrite)
+    except IngestError as err:
+        raise click.ClickException(str(err)) from err
+    _print_ingest(result)
+
+
+def _print_ingest(result) -> None:
+    for item in result.skipped:
+        click.echo(f"skipped {item['path']}: {item['reason']}", err=True)
+    click.echo(f"wrote {result.out_dir}")
+    for split, counts in result.split_counts.items():
+        parts = ", ".join(f"{role} {n}" for role, n in counts.items() if n)
+        click.echo(f"  {split:5s}: {parts}")
+    roles = ", ".join(f"{len(v)} {k}" for k, v in result.roles.items())
+    click.echo(f"  people: {roles}; skipped files: {len(result.skipped)}")
+
+
+@cli.command()
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Ingested TFRecords.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run output folder.")
+@click.option("--model-name", default="facegate", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_apply(_train_options)
+def run(data, out, model_name, seed, input_size, weights, epochs, batch_size, learning_rate,
+        no_cache, beam_args) -> None:  # fmt: skip
+    """Run the TFX pipeline (LocalDagRunner) on ingested TFRecords."""
+    _quiet_tensorflow()
+    cfg = _train_config(input_size, weights, epochs, batch_size, learning_rate, seed)
+    _run_and_report(data, out, cfg, model_name, no_cache, beam_args)
+
+
+def _run_and_report(data, out, cfg, model_name, no_cache, beam_args) -> None:
+    from pipeline.local_runner import DEFAULT_BEAM_ARGS, run_local
+    from pipeline.report_table import print_run_summary
+
+    summary = run_local(
+        data,
+        out,
+        train_config=cfg,
+        model_name=model_name,
+        beam_pipeline_args=list(DEFAULT_BEAM_ARGS) + list(beam_args),
+        enable_cache=not no_cache,
+    )
+    (Path(out) / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
+    print_run_summary(summary)
+    if not summary.pushed:
+        click.echo("the model was not blessed, so nothing was pushed (see the Evaluator output)")
+
+
+@cli.command()
+@click.option(
+    "--faces",
+    default="",
+    help="Folder per person (FACES=...). Empty: the Olivetti faces, if a network is reachable.",
+)
+@click.option("--out", default="out/demo", show_default=True, type=click.Path(path_type=Path))
+@click.option("--model-name", default="facegate", show_default=True)
+@_apply(_split_options)
+@_apply(_train_options)
+def demo(faces, out, model_name, num_known, known, num_known_unknown, calib, test, seed,
+         input_size, weights, epochs, batch_size, learning_rate, no_cache, beam_args) -> None:  # fmt: skip
+    """Ingest a face folder and run the whole pipeline, ending with a summary."""
+    _quiet_tensorflow()
+    from pipeline.ingest import IngestError, ingest_if_changed
+    from pipeline.olivetti import OlivettiUnavailable, fetch_olivetti_folder
+
+    if not faces:
+        try:
+            faces = str(fetch_olivetti_folder(Path(out) / "olivetti"))
+        except OlivettiUnavailable as err:
+            raise click.ClickException(
+                "no FACES given and the Olivetti faces could not be downloaded "
+                f"({err}). Point FACES at a folder with one sub-folder of images per person, "
+                "e.g. `make demo FACES=../shared/data/orl_faces`."
+            ) from err
+    spec = _split_spec(num_known, known, num_known_unknown, calib, test, seed)
+    try:
+        result, reused = ingest_if_changed(faces, Path(out) / "data", spec)
+    except IngestError as err:
+        raise click.ClickException(str(err)) from err
+    if reused:
+        click.echo(f"reusing {result.out_dir} (same faces and split settings)")
+    else:
+        _print_ingest(result)
+    cfg = _train_config(input_size, weights, epochs, batch_size, learning_rate, seed)
+    _run_and_report(Path(out) / "data", out, cfg, model_name, no_cache, beam_args)
+
+
+def main() -> None:
+    cli(prog_name="facegate")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Run the pipeline on this machine with LocalDagRunner and SQLite ML Metadata.
+
+Layout under the output folder:
+  pipeline/          TFX pipeline root (artifacts of every component)
+  metadata.sqlite    ML Metadata
+  serving/<model>/<version>/   pushed SavedModels, as TF Serving expects them
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.evaluation import BlessingThresholds, make_eval_config
+from components.training import TrainConfig
+from pipeline.ingest import read_labels
+from pipeline.progress import ComponentProgress
+from pipeline.summary import RunSummary, summarize
+
+DEFAULT_PIPELINE_NAME = "facegate"
+DEFAULT_MODEL_NAME = "facegate"
+# One in-process worker: on a 2-core machine Beam's multi-processing costs more than it gives.
+DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    output_dir: Path
+    model_name: str = DEFAULT_MODEL_NAME
+
+    @property
+    def pipeline_root(self) -> Path:
+        return self.output_dir / "pipeline"
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.output_dir / "metadata.sqlite"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.output_dir / "serving"
+
+    @property
+    def serving_model_dir(self) -> Path:
+        return self.serving_dir / self.model_name
+
+
+def run_local(
+    data_root: str | Path,
+    output_dir: str | Path,
+    train_config: TrainConfig = TrainConfig(),
+    thresholds: BlessingThresholds = BlessingThresholds(),
+    model_name: str = DEFAULT_MODEL_NAME,
+    pipeline_name: str = DEFAULT_PIPELINE_NAME,
+    beam_pipeline_args: Sequence[str] = DEFAULT_BEAM_ARGS,
+    enable_cache: bool = True,
+) -> RunSummary:
+    """Run the whole pipeline on ingested TFRecords in data_root; returns the run summary."""
+    from tfx import v1 as tfx
+    from tfx.orchestration import metadata
+
+    from pipeline.pipeline import create_pipeline
+
+    data_root = Path(data_root).resolve()
+    paths = RunPaths(Path(output_dir).resolve(), model_name)
+    labels = read_labels(data_root)
+    paths.output_dir.mkdir(parents=True, exist_ok=True)
+    pipeline = create_pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=str(paths.pipeline_root),
+        data_root=str(data_root),
+        labels=labels,
+        serving_model_dir=str(paths.serving_model_dir),
+        train_config=train_config.to_dict(),
+        eval_config=make_eval_config(thresholds),
+        metadata_connection_config=metadata.sqlite_metadata_connection_config(
+            str(paths.metadata_path)
+        ),
+        beam_pipeline_args=beam_pipeline_args,
+        enable_cache=enable_cache,
+    )
+    with ComponentProgress() as progress:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    return summarize(paths.output_dir, paths.metadata_path, progress.times.seconds)
