@@ -9,11 +9,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-
-import tensorflow_model_analysis as tfma
+from typing import TYPE_CHECKING
 
 from components import features as F
+
+if TYPE_CHECKING:  # TFMA is heavy: imported only where a config is built
+    import tensorflow_model_analysis as tfma
 
 IDENTITY_ACCURACY = "identity_accuracy"
 KNOWN_AUC = "auc"
@@ -30,9 +33,7 @@ class BlessingThresholds:
     max_auc_drop: float = 0.05
 
 
-def _overall_only(
-    lower_bound: float, max_drop: float
-) -> list[tfma.PerSliceMetricThreshold]:
+def _overall_only(lower_bound: float, max_drop: float) -> list[tfma.PerSliceMetricThreshold]:
     return [
         tfma.PerSliceMetricThreshold(
             slicing_specs=[tfma.SlicingSpec()],
@@ -48,12 +49,14 @@ def _overall_only(
 
 
 def make_eval_config(thresholds: BlessingThresholds = BlessingThresholds()) -> tfma.EvalConfig:
+    import tensorflow_model_analysis as tfma
+
     identity_spec = tfma.MetricsSpec(
         output_names=[F.OUTPUT_IDENTITY_PROBS],
         metrics=[
             tfma.MetricConfig(
                 class_name="SparseCategoricalAccuracy",
-                config='{"name": "%s"}' % IDENTITY_ACCURACY,
+                config=json.dumps({"name": IDENTITY_ACCURACY}),
                 per_slice_thresholds=_overall_only(
                     thresholds.min_identity_accuracy, thresholds.max_accuracy_drop
                 ),
@@ -73,7 +76,7 @@ def make_eval_config(thresholds: BlessingThresholds = BlessingThresholds()) -> t
             tfma.MetricConfig(class_name="ExampleCount"),
             tfma.MetricConfig(
                 class_name="AUC",
-                config='{"name": "%s"}' % KNOWN_AUC,
+                config=json.dumps({"name": KNOWN_AUC}),
                 per_slice_thresholds=_overall_only(
                     thresholds.min_known_auc, thresholds.max_auc_drop
                 ),

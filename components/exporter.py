@@ -34,7 +34,8 @@ class FaceModelModule(tf.Module):
         self.model = model
         self.input_size = int(model.input.shape[1])
         self.labels = tf.constant(list(labels))
-        self.threshold = tf.constant(float(threshold), tf.float32)
+        self.threshold_value = float(threshold)  # exact, for the JSON sidecar
+        self.threshold = tf.constant(self.threshold_value, tf.float32)
         size = self.input_size
         self.serve_examples = tf.function(
             self._serve_examples, input_signature=[tf.TensorSpec([None], tf.string)]
@@ -71,18 +72,11 @@ class FaceModelModule(tf.Module):
 
 
 def signatures(module: FaceModelModule) -> dict[str, tf.types.experimental.ConcreteFunction]:
+    # Input names come from the argument names: examples, image_bytes, image.
     return {
-        F.SIGNATURE_EXAMPLES: module.serve_examples.get_concrete_function(
-            tf.TensorSpec([None], tf.string, name=F.INPUT_EXAMPLES)
-        ),
-        F.SIGNATURE_IMAGE_BYTES: module.serve_image_bytes.get_concrete_function(
-            tf.TensorSpec([None], tf.string, name=F.INPUT_IMAGE_BYTES)
-        ),
-        F.SIGNATURE_IMAGE: module.serve_image.get_concrete_function(
-            tf.TensorSpec(
-                [None, module.input_size, module.input_size, 3], tf.float32, name=F.INPUT_IMAGE
-            )
-        ),
+        F.SIGNATURE_EXAMPLES: module.serve_examples.get_concrete_function(),
+        F.SIGNATURE_IMAGE_BYTES: module.serve_image_bytes.get_concrete_function(),
+        F.SIGNATURE_IMAGE: module.serve_image.get_concrete_function(),
     }
 
 
@@ -94,7 +88,7 @@ def model_info(module: FaceModelModule, extra: dict | None = None) -> dict:
         "input_range": [0.0, 255.0],
         "color": "RGB",
         "normalization": "vgg16 (BGR minus ImageNet mean), inside the graph",
-        "threshold": float(module.threshold.numpy()),
+        "threshold": module.threshold_value,
         "signatures": {
             F.SIGNATURE_EXAMPLES: F.INPUT_EXAMPLES,
             F.SIGNATURE_IMAGE_BYTES: F.INPUT_IMAGE_BYTES,

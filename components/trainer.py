@@ -7,7 +7,6 @@ components.training and components.exporter, and writes a small training report.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 from components import exporter, training
@@ -20,7 +19,6 @@ TRAINING_REPORT = "training_report.json"
 
 def run_fn(fn_args) -> None:
     """Train both phases and export the SavedModel to fn_args.serving_model_dir."""
-    logging.getLogger().setLevel(logging.INFO)
     custom = fn_args.custom_config or {}
     labels = list(custom.get(LABELS) or [])
     if len(labels) < 2:

@@ -34,6 +34,8 @@ class TrainConfig:
     """Phase-1 epochs (identity classifier)."""
     batch_size: int = 16
     learning_rate: float = 1e-4
+    clipnorm: float = 1.0
+    """Gradient-norm clipping: VGG16 without batch norm diverges early from scratch without it."""
     dropout: float = 0.5
     augment: bool = True
     certainty_epochs: int = 300
@@ -75,7 +77,7 @@ def train_identity(
     M.set_phase1_trainable(model, cfg.weights)
     clf = M.logits_model(model)
     clf.compile(
-        optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
@@ -123,7 +125,9 @@ def train_certainty(
     # the scale of the logits; balanced weights so 0.5 separates the classes, not their counts.
     std = float(x.std()) or 1.0
     layer = model.get_layer(M.CERTAINTY_LAYER)
-    layer.set_weights([np.array([[1.0 / std]], np.float32), np.array([-x.mean() / std], np.float32)])
+    layer.set_weights(
+        [np.array([[1.0 / std]], np.float32), np.array([-x.mean() / std], np.float32)]
+    )
     weights = np.where(y == 1, len(y) / (2 * n_pos), len(y) / (2 * n_neg)).astype(np.float32)
     head = M.certainty_model(model)
     head.compile(
@@ -132,14 +136,21 @@ def train_certainty(
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
     )
     history = head.fit(
-        x[:, None], y, sample_weight=weights, batch_size=len(y), epochs=cfg.certainty_epochs,
+        x[:, None],
+        y,
+        sample_weight=weights,
+        batch_size=len(y),
+        epochs=cfg.certainty_epochs,
         verbose=0,
     )
     w, b = layer.get_weights()
     hist = history.history
     log.info(
         "certainty neuron: P(known) = sigmoid(%.4f * max_logit + %.4f); train loss %.4f, acc %.3f",
-        float(w.reshape(-1)[0]), float(b.reshape(-1)[0]), hist["loss"][-1], hist["accuracy"][-1],
+        float(w.reshape(-1)[0]),
+        float(b.reshape(-1)[0]),
+        hist["loss"][-1],
+        hist["accuracy"][-1],
     )
     return hist, (float(w.reshape(-1)[0]), float(b.reshape(-1)[0]))
 

@@ -9,11 +9,16 @@ from pathlib import Path
 
 import click
 
+from components.evaluation import BlessingThresholds
+
 
 def _quiet_tensorflow() -> None:
     # Before TensorFlow is imported: Keras 2 for TFX/TFMA, and no C++ info chatter.
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+_quiet_tensorflow()  # this module is the entry point: nothing has imported TensorFlow yet
 
 
 def _split_spec(num_known, known, num_known_unknown, calib, test, seed):
@@ -52,6 +57,20 @@ _train_options = [
     click.option("--batch-size", type=int, default=None),
     click.option("--learning-rate", type=float, default=None),
     click.option("--no-cache", is_flag=True, help="Re-run every component."),
+    click.option(
+        "--min-identity-accuracy",
+        type=float,
+        default=BlessingThresholds().min_identity_accuracy,
+        show_default=True,
+        help="Blessing: identity top-1 on known test faces at least this.",
+    ),
+    click.option(
+        "--min-auc",
+        type=float,
+        default=BlessingThresholds().min_known_auc,
+        show_default=True,
+        help="Blessing: AUROC of P(known) on the test split at least this.",
+    ),
     click.option(
         "--beam-arg", "beam_args", multiple=True, help="Extra Beam pipeline arg (repeatable)."
     ),
@@ -122,25 +141,32 @@ def _print_ingest(result) -> None:
 @click.option("--model-name", default="facegate", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @_apply(_train_options)
-def run(data, out, model_name, seed, input_size, weights, epochs, batch_size, learning_rate,
-        no_cache, beam_args) -> None:  # fmt: skip
+def run(data: Path, out: Path, model_name: str, seed: int, **opts) -> None:
     """Run the TFX pipeline (LocalDagRunner) on ingested TFRecords."""
     _quiet_tensorflow()
-    cfg = _train_config(input_size, weights, epochs, batch_size, learning_rate, seed)
-    _run_and_report(data, out, cfg, model_name, no_cache, beam_args)
+    _run_and_report(data, out, model_name, seed, opts)
 
 
-def _run_and_report(data, out, cfg, model_name, no_cache, beam_args) -> None:
+def _run_and_report(data: Path, out: Path, model_name: str, seed: int, opts: dict) -> None:
+    from components.evaluation import BlessingThresholds
     from pipeline.local_runner import DEFAULT_BEAM_ARGS, run_local
     from pipeline.report_table import print_run_summary
 
+    cfg = _train_config(
+        opts["input_size"], opts["weights"], opts["epochs"], opts["batch_size"],
+        opts["learning_rate"], seed,
+    )  # fmt: skip
+    thresholds = BlessingThresholds(
+        min_identity_accuracy=opts["min_identity_accuracy"], min_known_auc=opts["min_auc"]
+    )
     summary = run_local(
         data,
         out,
         train_config=cfg,
+        thresholds=thresholds,
         model_name=model_name,
-        beam_pipeline_args=list(DEFAULT_BEAM_ARGS) + list(beam_args),
-        enable_cache=not no_cache,
+        beam_pipeline_args=list(DEFAULT_BEAM_ARGS) + list(opts["beam_args"]),
+        enable_cache=not opts["no_cache"],
     )
     (Path(out) / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
     print_run_summary(summary)
@@ -158,8 +184,7 @@ def _run_and_report(data, out, cfg, model_name, no_cache, beam_args) -> None:
 @click.option("--model-name", default="facegate", show_default=True)
 @_apply(_split_options)
 @_apply(_train_options)
-def demo(faces, out, model_name, num_known, known, num_known_unknown, calib, test, seed,
-         input_size, weights, epochs, batch_size, learning_rate, no_cache, beam_args) -> None:  # fmt: skip
+def demo(faces: str, out: Path, model_name: str, seed: int, **opts) -> None:
     """Ingest a face folder and run the whole pipeline, ending with a summary."""
     _quiet_tensorflow()
     from pipeline.ingest import IngestError, ingest_if_changed
@@ -174,7 +199,10 @@ def demo(faces, out, model_name, num_known, known, num_known_unknown, calib, tes
                 f"({err}). Point FACES at a folder with one sub-folder of images per person, "
                 "e.g. `make demo FACES=../shared/data/orl_faces`."
             ) from err
-    spec = _split_spec(num_known, known, num_known_unknown, calib, test, seed)
+    spec = _split_spec(
+        opts["num_known"], opts["known"], opts["num_known_unknown"], opts["calib"], opts["test"],
+        seed,
+    )  # fmt: skip
     try:
         result, reused = ingest_if_changed(faces, Path(out) / "data", spec)
     except IngestError as err:
@@ -183,8 +211,7 @@ def demo(faces, out, model_name, num_known, known, num_known_unknown, calib, tes
         click.echo(f"reusing {result.out_dir} (same faces and split settings)")
     else:
         _print_ingest(result)
-    cfg = _train_config(input_size, weights, epochs, batch_size, learning_rate, seed)
-    _run_and_report(Path(out) / "data", out, cfg, model_name, no_cache, beam_args)
+    _run_and_report(Path(out) / "data", out, model_name, seed, opts)
 
 
 def main() -> None:

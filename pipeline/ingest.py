@@ -328,7 +328,9 @@ def ingest_request(images_dir: Path, spec: SplitSpec) -> dict:
     for path in sorted(Path(images_dir).rglob("*")):
         if path.is_file():
             st = path.stat()
-            digest.update(f"{path.relative_to(images_dir)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            digest.update(
+                f"{path.relative_to(images_dir)}|{st.st_size}|{st.st_mtime_ns}\n".encode()
+            )
     return {
         "images": str(Path(images_dir).resolve()),
         "listing_sha256": digest.hexdigest(),

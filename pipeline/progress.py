@@ -14,6 +14,8 @@ from rich.console import Console
 
 _RUNNING = "Component %s is running."
 _FINISHED = "Component %s is finished."
+# Our own loggers whose INFO lines (e.g. the certainty neuron's fit) are worth showing.
+FORWARDED_LOGGERS = ("components",)
 
 
 @dataclass
@@ -30,9 +32,12 @@ class ComponentProgress(logging.Handler):
         super().__init__(level=logging.INFO)
         self.console = console or Console(stderr=True)
         self.times = ComponentTimes()
-        self._saved_level: int | None = None
+        self._saved_levels: list[tuple[logging.Handler | logging.Logger, int]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(FORWARDED_LOGGERS):
+            self.console.print(f"  {record.getMessage()}", highlight=False)
+            return
         if record.msg not in (_RUNNING, _FINISHED) or not record.args:
             return
         node = str(record.args[0])
@@ -48,15 +53,23 @@ class ComponentProgress(logging.Handler):
             self.console.print(f"[bold green]{stamp} < {node}[/] finished in {secs:.1f}s")
 
     def __enter__(self) -> ComponentProgress:
-        root = logging.getLogger()
-        self._saved_level = root.level
-        if root.level > logging.INFO or root.level == logging.NOTSET:
-            root.setLevel(logging.INFO)
-        root.addHandler(self)
+        # TFX logs every component's full configuration at INFO: keep the console handlers that
+        # libraries installed at WARNING for the run, and take only the lines we want ourselves.
+        for handler in logging.getLogger().handlers:
+            self._saved_levels.append((handler, handler.level))
+            handler.setLevel(max(handler.level, logging.WARNING))
+        for name in ("absl", *FORWARDED_LOGGERS):
+            logger = logging.getLogger(name)
+            self._saved_levels.append((logger, logger.level))
+            logger.setLevel(logging.INFO)
+            logger.addHandler(self)
+            logger.propagate = name == "absl"
         return self
 
     def __exit__(self, *exc) -> None:
-        root = logging.getLogger()
-        root.removeHandler(self)
-        if self._saved_level is not None:
-            root.setLevel(self._saved_level)
+        for name in ("absl", *FORWARDED_LOGGERS):
+            logging.getLogger(name).removeHandler(self)
+            logging.getLogger(name).propagate = True
+        for obj, level in reversed(self._saved_levels):
+            obj.setLevel(level)
+        self._saved_levels.clear()
