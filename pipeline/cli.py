@@ -214,6 +214,12 @@ def demo(faces: str, out: Path, model_name: str, seed: int, **opts) -> None:
     _run_and_report(Path(out) / "data", out, model_name, seed, opts)
 
 
+from serving.cli import query, serve  # noqa: E402
+
+cli.add_command(serve)
+cli.add_command(query)
+
+
 def main() -> None:
     cli(prog_name="facegate")
 
