@@ -161,7 +161,7 @@ def _print_table(images, results, model_name) -> None:
         table.add_column(column, justify="right" if column.startswith(("P", "t")) else "left")
     for path, r in zip(images, results, strict=True):
         table.add_row(
-            str(path),
+            path.name,
             r.name,
             f"{r.identity_prob:.3f}",
             f"{r.known_prob:.3f}",

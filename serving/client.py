@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import wrappers_pb2
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -79,6 +80,8 @@ class VersionState:
 
 
 def _input_proto(value: Any) -> Any:
+    if isinstance(value, tensor_pb2.TensorProto):
+        return value
     if isinstance(value, list | tuple) and value and isinstance(value[0], bytes):
         return tf.make_tensor_proto(list(value), dtype=tf.string, shape=[len(value)])
     return tf.make_tensor_proto(value)
@@ -133,7 +136,7 @@ class PredictionClient:
         version: int | None = None,
         output_filter: Sequence[str] = (),
     ) -> predict_pb2.PredictRequest:
-        """inputs: arrays (any dtype) or lists of bytes, by input name."""
+        """inputs by name: arrays (any dtype), lists of bytes, or ready TensorProtos."""
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec, model_name, version, signature_name)
         for alias, value in inputs.items():
