@@ -5,6 +5,8 @@ Signatures (DESIGN.md, "Model signatures"):
   serving_image_bytes  image_bytes: JPEG/PNG bytes      -> outputs below
   serving_image        image: float32 (batch, S, S, 3) 0..255 RGB -> outputs below (for TFLite)
 Outputs: identity_probs, logits, known_prob, identity, is_known, threshold.
+identity_probs = softmax(logits / temperature): the temperature and the threshold are fitted on
+the calib split (components/calibration.py) and are constants of the graph.
 Preprocessing (decode, gray->RGB, resize, VGG16 normalisation) is inside the graph.
 """
 
@@ -27,15 +29,26 @@ MODEL_INFO_FILE = "facegate.json"
 
 
 class FaceModelModule(tf.Module):
-    """The Keras model plus everything a consumer needs to decide: labels and threshold."""
+    """The Keras model plus everything a consumer needs to decide: labels, temperature and
+    threshold."""
 
-    def __init__(self, model: keras.Model, labels: Sequence[str], threshold: float = 0.5):
+    def __init__(
+        self,
+        model: keras.Model,
+        labels: Sequence[str],
+        threshold: float = 0.5,
+        temperature: float = 1.0,
+    ):
         super().__init__(name="facegate")
         self.model = model
         self.input_size = int(model.input.shape[1])
         self.labels = tf.constant(list(labels))
         self.threshold_value = float(threshold)  # exact, for the JSON sidecar
         self.threshold = tf.constant(self.threshold_value, tf.float32)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature_value = float(temperature)
+        self.temperature = tf.constant(self.temperature_value, tf.float32)
         size = self.input_size
         self.serve_examples = tf.function(
             self._serve_examples, input_signature=[tf.TensorSpec([None], tf.string)]
@@ -53,7 +66,8 @@ class FaceModelModule(tf.Module):
         batch = tf.shape(known_prob)[0]
         return {
             F.OUTPUT_LOGITS: out[F.OUTPUT_LOGITS],
-            F.OUTPUT_IDENTITY_PROBS: out[F.OUTPUT_IDENTITY_PROBS],
+            # Temperature-scaled; argmax (identity) and the certainty input are unchanged by it.
+            F.OUTPUT_IDENTITY_PROBS: tf.nn.softmax(out[F.OUTPUT_LOGITS] / self.temperature),
             F.OUTPUT_KNOWN_PROB: known_prob,
             F.OUTPUT_IDENTITY: tf.argmax(out[F.OUTPUT_LOGITS], axis=-1, output_type=tf.int64),
             F.OUTPUT_IS_KNOWN: known_prob >= self.threshold,
@@ -89,6 +103,7 @@ def model_info(module: FaceModelModule, extra: dict | None = None) -> dict:
         "color": "RGB",
         "normalization": "vgg16 (BGR minus ImageNet mean), inside the graph",
         "threshold": module.threshold_value,
+        "temperature": module.temperature_value,
         "signatures": {
             F.SIGNATURE_EXAMPLES: F.INPUT_EXAMPLES,
             F.SIGNATURE_IMAGE_BYTES: F.INPUT_IMAGE_BYTES,
@@ -105,13 +120,14 @@ def export_saved_model(
     export_dir: str | Path,
     threshold: float = 0.5,
     extra_info: dict | None = None,
+    temperature: float = 1.0,
 ) -> Path:
     """Write the SavedModel to a temporary folder beside export_dir and rename it into place."""
     export_dir = Path(export_dir)
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     if export_dir.exists() and any(export_dir.iterdir()):
         raise FileExistsError(f"{export_dir}: already exists and is not empty")
-    module = FaceModelModule(model, labels, threshold)
+    module = FaceModelModule(model, labels, threshold, temperature)
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))
     try:
         tf.saved_model.save(module, str(tmp), signatures=signatures(module))

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from components import data
+from components import data, outlier_exposure
 from components import features as F
 from components import model as M
 
@@ -43,6 +43,10 @@ class TrainConfig:
     certainty_learning_rate: float = 0.05
     threshold: float = 0.5
     seed: int = 0
+    outlier_exposure: bool = False
+    """Phase 1 also sees known-unknown train faces, their logits pushed toward uniform."""
+    outlier_exposure_weight: float = 0.5
+    """Weight of the outlier-exposure loss against the identity cross-entropy."""
     verbose: int = 2
 
     @classmethod
@@ -76,13 +80,21 @@ def train_identity(
     """Phase 1: fit the logits on known faces; returns the Keras history."""
     M.set_phase1_trainable(model, cfg.weights)
     clf = M.logits_model(model)
+    # Outlier exposure: known-unknown faces (label -1) join phase 1 with their own loss.
+    phase1_roles = [F.ROLE_KNOWN, F.ROLE_KNOWN_UNKNOWN] if cfg.outlier_exposure else [F.ROLE_KNOWN]
+    if cfg.outlier_exposure:
+        loss = outlier_exposure.open_set_loss(cfg.outlier_exposure_weight)
+        accuracy = outlier_exposure.KnownAccuracy(name="accuracy")
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     clf.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        loss=loss,
+        metrics=[accuracy],
     )
     train = data.training_batches(
-        data.image_dataset(train_files, cfg.input_size, roles=[F.ROLE_KNOWN]),
+        data.image_dataset(train_files, cfg.input_size, roles=phase1_roles),
         cfg.batch_size,
         cfg.seed,
         with_augmentation=cfg.augment,

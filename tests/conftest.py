@@ -20,3 +20,11 @@ def orl_dir() -> Path:
     if not ORL_DIR.is_dir():
         pytest.skip(f"ORL faces not found at {ORL_DIR}")
     return ORL_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A tiny trained + calibrated + exported facegate model on synthetic faces (~1 min)."""
+    from calib_testlib import build
+
+    return build(tmp_path_factory.mktemp("tiny_run"))
