@@ -71,6 +71,8 @@ class BatchScheduler:
         self._queued_rows = 0
         self._cond = threading.Condition()
         self._closed = False
+        self.batches_run = 0
+        self.rows_run = 0
         self._threads = [
             threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
             for i in range(self.params.num_batch_threads)
@@ -112,6 +114,13 @@ class BatchScheduler:
             self._cond.notify_all()
         for thread in self._threads:
             thread.join()
+        if self.batches_run:
+            log.info(
+                "batching: %d model calls for %d rows (mean batch %.1f)",
+                self.batches_run,
+                self.rows_run,
+                self.rows_run / self.batches_run,
+            )
 
     # ---- worker side ----------------------------------------------------------------------
 
@@ -170,6 +179,8 @@ class BatchScheduler:
                 self._run_batch(live)
 
     def _run_batch(self, batch: list[_Task]) -> None:
+        self.batches_run += 1  # only batch threads write these; a stale read is harmless
+        self.rows_run += sum(task.size for task in batch)
         if len(batch) == 1:
             _run_one(batch[0])
             return

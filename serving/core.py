@@ -7,7 +7,9 @@ Both front ends turn their wire format into arrays, call `ServingCore`, and turn
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -59,6 +61,8 @@ class ServingCore:
     ):
         self.registries = dict(registries)
         self.batcher = batcher
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._counts_lock = threading.Lock()
 
     def registry(self, model_name: str) -> ModelRegistry:
         try:
@@ -70,10 +74,6 @@ class ServingCore:
                 f"(serving: {served})"
             ) from None
 
-    def signature_of(self, model_name: str, version: int | None, signature_name: str) -> Signature:
-        with self.registry(model_name).lease(version) as servable:
-            return servable.signature(signature_name)
-
     def predict(
         self,
         model_name: str,
@@ -84,6 +84,29 @@ class ServingCore:
         deadline: float | None = None,
     ) -> PredictResult:
         """Resolve the version, check the request against its signature, run, filter."""
+        code = "OK"
+        try:
+            return self._predict(model_name, version, signature_name, inputs, output_filter,
+                                 deadline)  # fmt: skip
+        except ServingError as err:
+            code = err.code.name
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL.name
+            raise
+        finally:
+            with self._counts_lock:
+                self._counts[(model_name, code)] += 1
+
+    def _predict(
+        self,
+        model_name: str,
+        version: int | None,
+        signature_name: str,
+        inputs: RequestInputs,
+        output_filter: Sequence[str],
+        deadline: float | None,
+    ) -> PredictResult:
         with self.registry(model_name).lease(version) as servable:
             sig = servable.signature(signature_name)
             size = validate_structure(sig, inputs.declared(sig))
@@ -135,6 +158,28 @@ class ServingCore:
                 raise not_found(f"Could not find any versions of model {model_name}")
             raise not_found(f"Could not find version {version} of model {model_name}")
         return statuses
+
+    def metrics_text(self) -> str:
+        """Prometheus text format, served at TF Serving's /monitoring/prometheus/metrics."""
+        lines = ["# TYPE facegate_predict_requests_total counter"]
+        with self._counts_lock:
+            counts = sorted(self._counts.items())
+        for (model, code), n in counts:
+            lines.append(f'facegate_predict_requests_total{{model="{model}",code="{code}"}} {n}')
+        if self.batcher is not None:
+            lines += [
+                "# TYPE facegate_batches_total counter",
+                f"facegate_batches_total {self.batcher.batches_run}",
+                "# TYPE facegate_batch_rows_total counter",
+                f"facegate_batch_rows_total {self.batcher.rows_run}",
+            ]
+        lines.append("# TYPE facegate_model_version_available gauge")
+        for name, registry in sorted(self.registries.items()):
+            for version in registry.loaded_versions():
+                lines.append(
+                    f'facegate_model_version_available{{model="{name}",version="{version}"}} 1'
+                )
+        return "\n".join(lines) + "\n"
 
 
 def deadline_from(timeout_seconds: float | None) -> float | None:

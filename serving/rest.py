@@ -1,6 +1,7 @@
 """The REST front end, in TF Serving's JSON API.
 
     GET  /v1/models/NAME[/versions/N]            -> {"model_version_status": [...]}
+    GET  /monitoring/prometheus/metrics          -> request, batch and version counters
     GET  /v1/models/NAME[/versions/N]/metadata   -> {"model_spec": ..., "metadata": ...}
     POST /v1/models/NAME[/versions/N]:predict    <- {"signature_name"?, "instances"|"inputs"}
 
@@ -41,6 +42,8 @@ _ROUTE = re.compile(
     r"(?P<verb>/metadata|:predict|:classify|:regress)?$"
 )
 _B64 = "b64"
+METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's path for the same purpose
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 # ---- JSON <-> arrays ----------------------------------------------------------------------
@@ -241,9 +244,11 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
     def _send_json(self, status: int, payload: dict) -> None:
-        body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        self._send(status, json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
             self.send_header("Connection", "close")
@@ -299,7 +304,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if self._too_large(length):
                     return
                 body = self.rfile.read(length)
-            status, payload = self._route(method, self.path.split("?", 1)[0], body)
+            path = self.path.split("?", 1)[0]
+            if method == "GET" and path == METRICS_PATH:
+                self._send(200, self.core.metrics_text().encode(), PROMETHEUS_CONTENT_TYPE)
+                return
+            status, payload = self._route(method, path, body)
             self._send_json(status, payload)
         except ServingError as err:
             self._send_error(err)

@@ -479,3 +479,35 @@ def test_output_filter_returns_only_those_outputs(client, reference):
     assert set(out.outputs) == {F.OUTPUT_KNOWN_PROB, F.OUTPUT_IS_KNOWN}
     want = reference(2, SIG, {IMG: np.array(IMAGES, object)})
     np.testing.assert_allclose(out.outputs[F.OUTPUT_KNOWN_PROB], want[F.OUTPUT_KNOWN_PROB], 1e-5)
+
+
+def _metric(text: str, line_prefix: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(line_prefix + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_prometheus_metrics_count_requests_and_batches(server, client, rest):
+    import urllib.request
+
+    def scrape() -> str:
+        with urllib.request.urlopen(
+            server.rest_url + "/monitoring/prometheus/metrics", timeout=10
+        ) as r:
+            assert r.headers["Content-Type"].startswith("text/plain")
+            return r.read().decode()
+
+    ok = 'facegate_predict_requests_total{model="facegate",code="OK"}'
+    bad = 'facegate_predict_requests_total{model="facegate",code="INVALID_ARGUMENT"}'
+    before = scrape()
+    client.predict_images(IMAGES)
+    grpc_error(lambda: client.predict_images([b"not an image"]))
+    after = scrape()
+    assert _metric(after, ok) == _metric(before, ok) + 1
+    assert _metric(after, bad) == _metric(before, bad) + 1
+    assert (
+        _metric(after, "facegate_batch_rows_total")
+        == _metric(before, "facegate_batch_rows_total") + 2
+    )
+    assert 'facegate_model_version_available{model="facegate",version="2"} 1' in after
