@@ -414,3 +414,35 @@ def test_status_json_is_tf_servings():
             },
         ]
     }
+
+
+# ---- production path configuration ------------------------------------------------------------
+
+SERVING_DIR = Path(__file__).resolve().parents[1] / "serving"
+
+
+def test_tensorflow_serving_batching_matches_the_local_defaults():
+    import re
+
+    text = (SERVING_DIR / "batching.config").read_text()
+    values = {k: int(v) for k, v in re.findall(r"^(\w+) \{ value: (\d+) \}", text, re.M)}
+    defaults = BatchingParameters()
+    assert values == {
+        "max_batch_size": defaults.max_batch_size,
+        "batch_timeout_micros": defaults.batch_timeout_micros,
+        "num_batch_threads": defaults.num_batch_threads,
+        "max_enqueued_batches": defaults.max_enqueued_batches,
+    }
+
+
+def test_compose_file_serves_the_pushed_folder_on_loopback():
+    yaml = pytest.importorskip("yaml")
+    compose = yaml.safe_load((SERVING_DIR / "docker-compose.yml").read_text())
+    service = compose["services"]["tensorflow-serving"]
+    assert service["image"].startswith("tensorflow/serving:2.16")
+    assert sorted(service["ports"]) == ["127.0.0.1:8500:8500", "127.0.0.1:8501:8501"]
+    assert service["environment"]["MODEL_NAME"] == "facegate"
+    models_volume = next(v for v in service["volumes"] if v.endswith(":/models:ro"))
+    default = models_volume.split(":-", 1)[1].split("}", 1)[0]
+    assert (SERVING_DIR / default).resolve() == SERVING_DIR.parent / "out" / "demo" / "serving"
+    assert "--batching_parameters_file=/config/batching.config" in service["command"]
