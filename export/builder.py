@@ -141,9 +141,10 @@ def build_edge_models(
 
     reference = SavedModelReference(saved_model_dir)
     expected = reference.run(test.images)
-    report.reference_latency_p50_ms = percentile_ms(
-        reference.latencies(test.images[0], config.latency_runs), 50
-    )
+    if config.latency_runs > 0:
+        report.reference_latency_p50_ms = percentile_ms(
+            reference.latencies(test.images[0], config.latency_runs), 50
+        )
     del reference
 
     for variant in config.variants:

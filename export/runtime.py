@@ -169,7 +169,10 @@ class EdgeModel:
                 f"expected images of shape (batch, {size}, {size}, 3), got {images.shape}"
             )
         feed = _quantize(images, self._input)
-        raw = self._runner(**{self.info.input_name: feed})
+        try:
+            raw = self._runner(**{self.info.input_name: feed})
+        except (RuntimeError, ValueError) as err:
+            raise EdgeModelError(f"{self.path}: inference failed ({err})") from err
         return {name: _dequantize(value, self._outputs[name]) for name, value in raw.items()}
 
     def decide(

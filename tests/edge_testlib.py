@@ -187,3 +187,28 @@ def cached(root: Path, name: str, build) -> Path:
     if key not in _cache:
         _cache[key] = build(root / name)
     return _cache[key]
+
+
+# Loose enough for the fixture's int8 (one ambiguous stranger flips its top-1 identity);
+# the real gate is checked on the demo model by bench/edge.py.
+TEST_GATE = {"min_agreement": 0.8, "max_auroc_diff": 0.05}
+
+
+def build_edge_models(root: Path) -> Path:
+    """root/{data,saved_model,edge}: every variant converted, gated loosely, and written."""
+    from export.builder import EdgeExportConfig
+    from export.builder import build_edge_models as build
+
+    data = write_tfrecords(root / "data")
+    saved_model = build_saved_model(root / "saved_model")
+    config = EdgeExportConfig.from_dict(
+        {"gate": TEST_GATE, "num_calibration_samples": 16, "latency_runs": 3}
+    )
+    build(saved_model, str(data / "train" / "*"), str(data / "test" / "*"), root / "edge",
+          "facegate", "1", config)  # fmt: skip
+    return root
+
+
+def edge_root(tmp_path_factory) -> Path:
+    """The session's shared fixture folder (built on first use)."""
+    return cached(tmp_path_factory.getbasetemp(), "edge_fixture", build_edge_models)
