@@ -179,8 +179,9 @@ class BatchScheduler:
                 self._run_batch(live)
 
     def _run_batch(self, batch: list[_Task]) -> None:
-        self.batches_run += 1  # only batch threads write these; a stale read is harmless
-        self.rows_run += sum(task.size for task in batch)
+        with self._cond:
+            self.batches_run += 1
+            self.rows_run += sum(task.size for task in batch)
         if len(batch) == 1:
             _run_one(batch[0])
             return

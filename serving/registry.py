@@ -145,8 +145,10 @@ class ModelRegistry:
         with self._lock:
             entry.leases -= 1
             finish = entry.retiring and entry.leases == 0
-        if finish:
-            self._finish_unload(entry)
+        if finish:  # off the request's thread: freeing a model (gc) takes a while
+            threading.Thread(
+                target=self._finish_unload, args=(entry,), name="unload", daemon=True
+            ).start()
 
     # ---- status ---------------------------------------------------------------------------
 
@@ -171,6 +173,13 @@ class ModelRegistry:
             return bool(self._entries) if version is None else version in self._entries
 
         return self.wait_for(ready, timeout)
+
+    def wait_for_state(self, version: int, state: State, timeout: float = 60.0) -> bool:
+        def reached() -> bool:
+            status = self._status.get(version)
+            return status is not None and status.state == state
+
+        return self.wait_for(reached, timeout)
 
     def _set_status(self, version: int, state: State, error: str = "") -> None:
         with self._changed:

@@ -236,6 +236,7 @@ def metadata_json(model_name: str, version: int, signature_defs: dict) -> dict:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
     disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on small responses
+    timeout = 120  # seconds a keep-alive connection may sit idle before its thread is freed
     server_version = "facegate-serving"
     core: ServingCore
     max_body_bytes: int
@@ -358,13 +359,17 @@ class _Handler(BaseHTTPRequestHandler):
         return predict_response(result.outputs, inputs.row_format)
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # listen backlog: the default 5 drops bursts of new clients
+
+
 class RestServer:
     """A threaded HTTP server (one thread per connection) around a ServingCore."""
 
     def __init__(self, core: ServingCore, host: str, port: int, max_body_bytes: int):
         handler = type("Handler", (_Handler,), {"core": core, "max_body_bytes": max_body_bytes})
-        self._httpd = ThreadingHTTPServer((host, port), handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _HTTPServer((host, port), handler)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="rest", kwargs={"poll_interval": 0.2}
         )

@@ -123,8 +123,8 @@ def test_registry_unloads_only_after_the_last_request(tmp_path):
         with pytest.raises(ServingError) as err:
             registry._acquire(1)
         assert err.value.code == grpc.StatusCode.NOT_FOUND
+    assert registry.wait_for_state(1, State.END, timeout=10)  # freed off the request thread
     assert old.released
-    assert states(registry)[1] == State.END
 
 
 def test_registry_serves_the_newest_n_and_any_of_them_on_request(tmp_path):
