@@ -16,6 +16,7 @@ _RUNNING = "Component %s is running."
 _FINISHED = "Component %s is finished."
 # Our own loggers whose INFO lines (e.g. the certainty neuron's fit) are worth showing.
 FORWARDED_LOGGERS = ("components",)
+ABSL_LOGGER = "absl"
 
 
 @dataclass
@@ -32,13 +33,15 @@ class ComponentProgress(logging.Handler):
         super().__init__(level=logging.INFO)
         self.console = console or Console(stderr=True)
         self.times = ComponentTimes()
-        self._saved_levels: list[tuple[logging.Handler | logging.Logger, int]] = []
+        self._saved: list[tuple[logging.Logger, int, bool]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.name.startswith(FORWARDED_LOGGERS):
             self.console.print(f"  {record.getMessage()}", highlight=False)
             return
         if record.msg not in (_RUNNING, _FINISHED) or not record.args:
+            if record.levelno >= logging.WARNING:
+                self.console.print(f"  [yellow]{record.getMessage()}[/]", highlight=False)
             return
         node = str(record.args[0])
         now = time.monotonic()
@@ -53,23 +56,29 @@ class ComponentProgress(logging.Handler):
             self.console.print(f"[bold green]{stamp} < {node}[/] finished in {secs:.1f}s")
 
     def __enter__(self) -> ComponentProgress:
-        # TFX logs every component's full configuration at INFO: keep the console handlers that
-        # libraries installed at WARNING for the run, and take only the lines we want ourselves.
-        for handler in logging.getLogger().handlers:
-            self._saved_levels.append((handler, handler.level))
-            handler.setLevel(max(handler.level, logging.WARNING))
-        for name in ("absl", *FORWARDED_LOGGERS):
+        # TFX logs each component's whole configuration at INFO through absl: this handler takes
+        # the absl records itself (no propagation to console handlers) and prints only the
+        # start / finish lines and warnings. tf.saved_model.save resets the absl logger to
+        # WARNING mid-run, so its level is pinned at INFO until the run ends.
+        for name in (ABSL_LOGGER, *FORWARDED_LOGGERS):
             logger = logging.getLogger(name)
-            self._saved_levels.append((logger, logger.level))
+            self._saved.append((logger, logger.level, logger.propagate))
             logger.setLevel(logging.INFO)
+            logger.propagate = False
             logger.addHandler(self)
-            logger.propagate = name == "absl"
+        logging.getLogger(ABSL_LOGGER).setLevel = _ignore_level  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc) -> None:
-        for name in ("absl", *FORWARDED_LOGGERS):
-            logging.getLogger(name).removeHandler(self)
-            logging.getLogger(name).propagate = True
-        for obj, level in reversed(self._saved_levels):
-            obj.setLevel(level)
-        self._saved_levels.clear()
+        absl_logger = logging.getLogger(ABSL_LOGGER)
+        if "setLevel" in vars(absl_logger):
+            del absl_logger.setLevel  # back to Logger.setLevel
+        for logger, level, propagate in reversed(self._saved):
+            logger.removeHandler(self)
+            logger.setLevel(level)
+            logger.propagate = propagate
+        self._saved.clear()
+
+
+def _ignore_level(level: int | str) -> None:
+    """Stand-in for the absl logger's setLevel while a run is being followed."""
