@@ -25,6 +25,8 @@ from components import open_set
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
+# The TFX artifact type (components/report_component.py); KFP v2 wants "<namespace>.<Name>".
+REPORT_TYPE = "facegate.CertaintyReport"
 CERTAINTY = "certainty_neuron"
 SCORERS = (CERTAINTY, B.MSP, B.MAX_LOGIT, B.ENERGY, B.EIGENFACES)
 

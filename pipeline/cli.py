@@ -220,6 +220,19 @@ cli.add_command(serve)
 cli.add_command(query)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report(run_dir: Path) -> None:
+    """Print the certainty report of RUN_DIR (a run or report folder) and its HTML path."""
+    _quiet_tensorflow()
+    from pipeline.report_view import ReportNotFound, find_report, print_report
+
+    try:
+        print_report(find_report(run_dir))
+    except ReportNotFound as err:
+        raise click.ClickException(str(err)) from err
+
+
 def main() -> None:
     cli(prog_name="facegate")
 

@@ -3,6 +3,7 @@
 ImportExampleGen (train / calib / test) -> StatisticsGen -> SchemaGen -> ExampleValidator
   -> Trainer (components.trainer.run_fn) -> Evaluator (test split, vs latest blessed model)
   -> Pusher (<serving_dir>/<model_name>/<version>/)
+  Evaluator -> CertaintyReport (report.html + PNGs of the candidate, blessed or not)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ TRAINER = "Trainer"
 MODEL_RESOLVER = "latest_blessed_model_resolver"
 EVALUATOR = "Evaluator"
 PUSHER = "Pusher"
+CERTAINTY_REPORT = "CertaintyReport"
 
 
 def create_pipeline(
@@ -37,11 +39,17 @@ def create_pipeline(
     serving_model_dir: str,
     train_config: dict,
     eval_config: tfma.EvalConfig,
+    calibration_config: dict | None = None,
     metadata_connection_config=None,
     beam_pipeline_args: Sequence[str] = (),
     enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
-    """The whole pipeline. `serving_model_dir` is <serving_dir>/<model_name>."""
+    """The whole pipeline. `serving_model_dir` is <serving_dir>/<model_name>.
+
+    `calibration_config` is components.calibration.CalibrationConfig as a dict (None: defaults).
+    """
+    from components.report_component import CertaintyReportGen
+
     example_gen = tfx.components.ImportExampleGen(
         input_base=data_root,
         input_config=example_gen_pb2.Input(
@@ -69,7 +77,11 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=[F.SPLIT_TRAIN]),
         eval_args=tfx.proto.EvalArgs(splits=[F.SPLIT_CALIB]),
-        custom_config={"labels": list(labels), "train_config": dict(train_config)},
+        custom_config={
+            "labels": list(labels),
+            "train_config": dict(train_config),
+            "calibration_config": dict(calibration_config or {}),
+        },
     ).with_id(TRAINER)
 
     model_resolver = tfx.dsl.Resolver(
@@ -95,6 +107,12 @@ def create_pipeline(
         ),
     ).with_id(PUSHER)
 
+    certainty_report = CertaintyReportGen(
+        model=trainer.outputs["model"],
+        examples=example_gen.outputs["examples"],
+        evaluation=evaluator.outputs["evaluation"],
+    ).with_id(CERTAINTY_REPORT)
+
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
@@ -107,6 +125,7 @@ def create_pipeline(
             model_resolver,
             evaluator,
             pusher,
+            certainty_report,
         ],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,

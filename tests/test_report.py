@@ -84,3 +84,19 @@ def test_logit_baselines():
     np.testing.assert_allclose(s[B.MAX_LOGIT], [2.0, 0.5])
     np.testing.assert_allclose(s[B.ENERGY], np.log(np.exp(logits).sum(1)))
     np.testing.assert_allclose(s[B.MSP], [np.exp(2) / np.exp(logits[0]).sum(), 1 / 3])
+
+
+def test_facegate_report_prints_the_figures(built, tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    report, out = built
+    result = CliRunner().invoke(cli, ["report", str(out)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert f"{report.threshold:.4f}" in result.output
+    assert f"{report.scorers[R.CERTAINTY].auroc:.3f}" in result.output
+    assert f"{report.identity_top1:.3f}" in result.output
+    assert str((out / R.REPORT_HTML).resolve()) in result.output.replace("\n", "")
+    missing = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert missing.exit_code != 0 and "neither a report folder" in missing.output

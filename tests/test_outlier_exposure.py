@@ -1,0 +1,38 @@
+"""Outlier exposure: the phase-1 loss and the known-only accuracy against numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import outlier_exposure as OE
+from components.training import TrainConfig
+
+LOGITS = np.array([[2.0, 0.5, -1.0], [0.0, 3.0, 1.0], [1.0, 1.0, 1.0], [4.0, -2.0, 0.0]])
+LABELS = np.array([0, 2, -1, -1])
+
+
+def _log_softmax(z):
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def test_loss_is_cross_entropy_for_known_and_to_uniform_for_outliers():
+    got = OE.open_set_loss(0.5)(tf.constant(LABELS), tf.constant(LOGITS)).numpy()
+    lp = _log_softmax(LOGITS)
+    want = [-lp[0, 0], -lp[1, 2], 0.5 * -lp[2].mean(), 0.5 * -lp[3].mean()]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # Uniform logits are the outlier loss' minimum: log(number of classes).
+    assert got[2] == pytest.approx(0.5 * np.log(3))
+
+
+def test_known_accuracy_ignores_outliers():
+    m = OE.KnownAccuracy()
+    m.update_state(tf.constant(LABELS), tf.constant(LOGITS))
+    assert float(m.result()) == pytest.approx(0.5)  # row 0 right, row 1 wrong; rows 2-3 skipped
+
+
+def test_off_by_default():
+    assert TrainConfig().outlier_exposure is False
+    assert TrainConfig.from_dict({"outlier_exposure": True}).outlier_exposure is True
