@@ -4,6 +4,7 @@ Layout under the output folder:
   pipeline/          TFX pipeline root (artifacts of every component)
   metadata.sqlite    ML Metadata
   serving/<model>/<version>/   pushed SavedModels, as TF Serving expects them
+  edge/<model>/<version>/      TFLite variants that passed the parity gate, with sidecars
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ class RunPaths:
     def serving_model_dir(self) -> Path:
         return self.serving_dir / self.model_name
 
+    @property
+    def edge_dir(self) -> Path:
+        return self.output_dir / "edge"
+
+    @property
+    def edge_model_dir(self) -> Path:
+        return self.edge_dir / self.model_name
+
 
 def run_local(
     data_root: str | Path,
@@ -55,7 +64,6 @@ def run_local(
     pipeline_name: str = DEFAULT_PIPELINE_NAME,
     beam_pipeline_args: Sequence[str] = DEFAULT_BEAM_ARGS,
     enable_cache: bool = True,
-    calibration_config: dict | None = None,
 ) -> RunSummary:
     """Run the whole pipeline on ingested TFRecords in data_root; returns the run summary."""
     from tfx import v1 as tfx
@@ -73,9 +81,9 @@ def run_local(
         data_root=str(data_root),
         labels=labels,
         serving_model_dir=str(paths.serving_model_dir),
+        edge_model_dir=str(paths.edge_model_dir),
         train_config=train_config.to_dict(),
         eval_config=make_eval_config(thresholds),
-        calibration_config=calibration_config,
         metadata_connection_config=metadata.sqlite_metadata_connection_config(
             str(paths.metadata_path)
         ),

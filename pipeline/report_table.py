@@ -35,3 +35,13 @@ def print_run_summary(summary: RunSummary, console: Console | None = None) -> No
     results.add_row("pushed model", summary.pushed_model_dir or "not pushed")
     results.add_row("peak RSS (MB)", _fmt(summary.peak_rss_mb, 0))
     console.print(results)
+    print_edge_parity(summary, console)
+
+
+def print_edge_parity(summary: RunSummary, console: Console) -> None:
+    """The EdgeExport parity report, last: which TFLite variants shipped, and why not."""
+    if summary.edge_parity_report is None:
+        return
+    from export.report import parity_table
+
+    console.print(parity_table(summary.edge_parity_report))

@@ -26,6 +26,9 @@ class RunSummary:
     model_uri: str | None = None
     evaluation_uri: str | None = None
     peak_rss_mb: float | None = None
+    edge_parity_report: dict | None = None
+    """parity_report.json of the latest EdgeExport run (None: no edge export in this run)."""
+    edge_pushed_dir: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,8 +120,25 @@ def summarize(
         summary.pushed = _custom_int(pushed, "pushed") == 1
         if "pushed_destination" in pushed.custom_properties:
             summary.pushed_model_dir = pushed.custom_properties["pushed_destination"].string_value
+    summary.edge_parity_report, summary.edge_pushed_dir = read_edge_export(store)
     summary.peak_rss_mb = peak_rss_mb()
     return summary
+
+
+def read_edge_export(store) -> tuple[dict | None, str | None]:
+    """(parity report, pushed folder) of the latest EdgeExport artifacts, if any."""
+    import json
+
+    from components.edge_export import EDGE_MODELS_TYPE, PARITY_REPORT_TYPE, PUSHED_DESTINATION
+
+    report_artifact = latest_artifact(store, PARITY_REPORT_TYPE)
+    path = Path(report_artifact.uri) / "parity_report.json" if report_artifact else None
+    report = json.loads(path.read_text()) if path is not None and path.is_file() else None
+    edge = latest_artifact(store, EDGE_MODELS_TYPE)
+    pushed = None
+    if edge is not None and PUSHED_DESTINATION in edge.custom_properties:
+        pushed = edge.custom_properties[PUSHED_DESTINATION].string_value
+    return report, pushed
 
 
 def peak_rss_mb() -> float:

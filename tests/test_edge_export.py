@@ -178,8 +178,52 @@ def test_component_in_a_pipeline(root, tmp_path):
     sidecar = json.loads((destination / "facegate-int8.json").read_text())
     assert sidecar["model_version"] == version and sidecar["labels"] == list(L.LABELS)
 
+    # The run summary finds the latest report and prints it.
+    from rich.console import Console
+
+    from pipeline.report_table import print_edge_parity
+    from pipeline.summary import RunSummary, read_edge_export
+
+    parity, _pushed_dir = read_edge_export(store)
+    assert parity is not None
+    summary = RunSummary(output_dir=str(tmp_path), edge_parity_report=parity)
+    console = Console(record=True, width=200)
+    print_edge_parity(summary, console)
+    text = console.export_text()
+    assert "Edge export" in text and ("int8" in text or "skipped" in text)
+
     unblessed = edge["EdgeExport0"]
     assert unblessed.custom_properties["pushed"].int_value == 0
     assert not (tmp_path / "edge0").exists()
     skipped = ParityReport.read(reports["EdgeExport0"].uri)
     assert skipped.blessed is False and skipped.variants == []
+
+
+def test_create_pipeline_appends_edge_export_after_the_pusher(tmp_path):
+    from components.evaluation import make_eval_config
+    from pipeline import pipeline as P
+
+    kwargs = dict(
+        pipeline_name="t",
+        pipeline_root=str(tmp_path / "root"),
+        data_root=str(tmp_path / "data"),
+        labels=["a", "b"],
+        serving_model_dir=str(tmp_path / "serving" / "m"),
+        train_config={"epochs": 1},
+        eval_config=make_eval_config(),
+    )
+    without = [c.id for c in P.create_pipeline(**kwargs).components]
+    assert P.EDGE_EXPORT not in without
+    pipeline = P.create_pipeline(
+        **kwargs,
+        edge_model_dir=str(tmp_path / "edge" / "m"),
+        edge_config={"gate": {"min_agreement": 0.98}},
+    )
+    edge = next(c for c in pipeline.components if c.id == P.EDGE_EXPORT)
+    assert edge.exec_properties["edge_model_dir"] == str(tmp_path / "edge" / "m")
+    assert edge.exec_properties["model_name"] == "m"
+    cfg = EdgeExportConfig.from_dict(json.loads(edge.exec_properties["config"]))
+    assert cfg.gate.min_agreement == 0.98
+    upstream = {c.id for c in edge.upstream_nodes}
+    assert {P.TRAINER, P.EVALUATOR, P.PUSHER, P.EXAMPLE_GEN} <= upstream
+    assert not (tmp_path / "root").exists()
