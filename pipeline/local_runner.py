@@ -64,6 +64,7 @@ def run_local(
     pipeline_name: str = DEFAULT_PIPELINE_NAME,
     beam_pipeline_args: Sequence[str] = DEFAULT_BEAM_ARGS,
     enable_cache: bool = True,
+    calibration_config: dict | None = None,
 ) -> RunSummary:
     """Run the whole pipeline on ingested TFRecords in data_root; returns the run summary."""
     from tfx import v1 as tfx
@@ -81,9 +82,10 @@ def run_local(
         data_root=str(data_root),
         labels=labels,
         serving_model_dir=str(paths.serving_model_dir),
-        edge_model_dir=str(paths.edge_model_dir),
         train_config=train_config.to_dict(),
         eval_config=make_eval_config(thresholds),
+        calibration_config=calibration_config,
+        edge_model_dir=str(paths.edge_model_dir),
         metadata_connection_config=metadata.sqlite_metadata_connection_config(
             str(paths.metadata_path)
         ),

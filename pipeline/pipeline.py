@@ -3,6 +3,7 @@
 ImportExampleGen (train / calib / test) -> StatisticsGen -> SchemaGen -> ExampleValidator
   -> Trainer (components.trainer.run_fn) -> Evaluator (test split, vs latest blessed model)
   -> Pusher (<serving_dir>/<model_name>/<version>/)
+  Evaluator -> CertaintyReport (report.html + PNGs of the candidate, blessed or not)
   Pusher -> EdgeExport (TFLite variants behind a parity gate -> <edge_dir>/<model_name>/<version>/)
 """
 
@@ -29,6 +30,7 @@ TRAINER = "Trainer"
 MODEL_RESOLVER = "latest_blessed_model_resolver"
 EVALUATOR = "Evaluator"
 PUSHER = "Pusher"
+CERTAINTY_REPORT = "CertaintyReport"
 EDGE_EXPORT = "EdgeExport"
 
 
@@ -41,17 +43,21 @@ def create_pipeline(
     serving_model_dir: str,
     train_config: dict,
     eval_config: tfma.EvalConfig,
+    calibration_config: dict | None = None,
+    edge_model_dir: str | None = None,
+    edge_config: dict | None = None,
     metadata_connection_config=None,
     beam_pipeline_args: Sequence[str] = (),
     enable_cache: bool = True,
-    edge_model_dir: str | None = None,
-    edge_config: dict | None = None,
 ) -> tfx.dsl.Pipeline:
     """The whole pipeline. `serving_model_dir` is <serving_dir>/<model_name>.
 
+    `calibration_config` is components.calibration.CalibrationConfig as a dict (None: defaults).
     `edge_model_dir` (<edge_dir>/<model_name>): when given, EdgeExport follows the Pusher;
     `edge_config` is export.builder.EdgeExportConfig as a dict (None: defaults).
     """
+    from components.report_component import CertaintyReportGen
+
     example_gen = tfx.components.ImportExampleGen(
         input_base=data_root,
         input_config=example_gen_pb2.Input(
@@ -79,7 +85,11 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=[F.SPLIT_TRAIN]),
         eval_args=tfx.proto.EvalArgs(splits=[F.SPLIT_CALIB]),
-        custom_config={"labels": list(labels), "train_config": dict(train_config)},
+        custom_config={
+            "labels": list(labels),
+            "train_config": dict(train_config),
+            "calibration_config": dict(calibration_config or {}),
+        },
     ).with_id(TRAINER)
 
     model_resolver = tfx.dsl.Resolver(
@@ -104,6 +114,12 @@ def create_pipeline(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)
         ),
     ).with_id(PUSHER)
+
+    certainty_report = CertaintyReportGen(
+        model=trainer.outputs["model"],
+        examples=example_gen.outputs["examples"],
+        evaluation=evaluator.outputs["evaluation"],
+    ).with_id(CERTAINTY_REPORT)
 
     edge_components = []
     if edge_model_dir:
@@ -133,6 +149,7 @@ def create_pipeline(
             model_resolver,
             evaluator,
             pusher,
+            certainty_report,
             *edge_components,
         ],
         enable_cache=enable_cache,
