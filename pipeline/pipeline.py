@@ -65,9 +65,9 @@ def create_pipeline(
         ),
     ).with_id(EXAMPLE_GEN)
 
-    statistics_gen = tfx.components.StatisticsGen(
-        examples=example_gen.outputs["examples"]
-    ).with_id(STATISTICS_GEN)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(
+        STATISTICS_GEN
+    )
 
     # Inferred from every split, so the known / unknown roles and identities of the test split
     # are in the schema's domains; the validator then flags missing or malformed features.
