@@ -132,12 +132,18 @@ def build_edge_models(
         saved_model_dir=str(saved_model_dir),
     )
     representative = None
-    if conv.Variant.INT8.value in config.variants:
-        rep = samples.representative_images(
-            train_patterns, size, config.num_calibration_samples, config.seed
-        )
-        representative = rep.images
-        report.representative = rep.role_counts()
+    variants = list(config.variants)
+    if conv.Variant.INT8.value in variants:
+        try:
+            rep = samples.representative_images(
+                train_patterns, size, config.num_calibration_samples, config.seed
+            )
+        except ValueError as err:  # no strangers to calibrate on: int8 cannot be trusted
+            report.errors[conv.Variant.INT8.value] = str(err)
+            variants.remove(conv.Variant.INT8.value)
+        else:
+            representative = rep.images
+            report.representative = rep.role_counts()
 
     reference = SavedModelReference(saved_model_dir)
     expected = reference.run(test.images)
@@ -147,7 +153,7 @@ def build_edge_models(
         )
     del reference
 
-    for variant in config.variants:
+    for variant in variants:
         try:
             result = _build_variant(
                 variant, saved_model_dir, representative, test, expected, staging, config,

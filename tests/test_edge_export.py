@@ -227,3 +227,24 @@ def test_create_pipeline_appends_edge_export_after_the_pusher(tmp_path):
     upstream = {c.id for c in edge.upstream_nodes}
     assert {P.TRAINER, P.EVALUATOR, P.PUSHER, P.EXAMPLE_GEN} <= upstream
     assert not (tmp_path / "root").exists()
+
+
+def test_no_strangers_in_train_means_no_int8_but_the_rest_still_ship(root, tmp_path):
+    import tensorflow as tf
+
+    only_known = tmp_path / "train.tfrecord"
+    with tf.io.TFRecordWriter(str(only_known)) as w:
+        for record in tf.data.TFRecordDataset(str(root / "data" / "train" / "faces.tfrecord")):
+            ex = tf.train.Example.FromString(record.numpy())
+            if ex.features.feature[F.ROLE_KEY].bytes_list.value[0] == F.ROLE_KNOWN.encode():
+                w.write(record.numpy())
+    config = EdgeExportConfig.from_dict(
+        {"variants": ["float16", "int8"], "latency_runs": 0, "gate": L.TEST_GATE}
+    )
+    report = build_edge_models(
+        root / "saved_model", str(only_known), str(root / "data" / "test" / "*"),
+        tmp_path / "out", "facegate", "1", config,
+    )  # fmt: skip
+    assert "known_unknown" in report.errors["int8"]
+    assert [v.variant for v in report.passed] == ["float16"]
+    assert not (tmp_path / "out" / "facegate-int8.tflite").exists()
