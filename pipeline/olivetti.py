@@ -23,8 +23,10 @@ def fetch_olivetti_folder(out_dir: Path, timeout_s: float = 20.0) -> Path:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout_s)  # fail fast offline instead of hanging on a socket
     try:
-        faces = fetch_olivetti_faces(data_home=str(out_dir.parent / "sklearn_data"))
-    except Exception as err:  # noqa: BLE001 - urllib raises many kinds; all mean "unavailable"
+        faces = fetch_olivetti_faces(
+            data_home=str(out_dir.parent / "sklearn_data"), n_retries=1, delay=0.1
+        )
+    except OSError as err:  # URLError, timeouts, DNS failures: all mean "unavailable"
         raise OlivettiUnavailable(f"{type(err).__name__}: {err}") from err
     finally:
         socket.setdefaulttimeout(previous)
