@@ -21,8 +21,10 @@ from pipeline.summary import RunSummary, summarize
 
 DEFAULT_PIPELINE_NAME = "facegate"
 DEFAULT_MODEL_NAME = "facegate"
-# One in-process worker: on a 2-core machine Beam's multi-processing costs more than it gives.
-DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+# No Beam args by default: Beam's DirectRunner then runs in memory with one worker, which on a
+# 2-core machine beats multi-processing. Any Beam arg makes every Beam component of TFX 1.16
+# build an sdist of TFX itself for remote workers (~10 s each), so add them only when needed.
+DEFAULT_BEAM_ARGS: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
