@@ -79,8 +79,20 @@ def interleaved_latency(calls: dict[str, Callable[[], object]], n: int, warmup: 
     return {name: _latency(t) for name, t in times.items()}
 
 
-def closed_loop(make_client: Callable, clients: int, seconds: float) -> tuple[float, int]:
-    """`clients` threads, each sending its next request when the last one returns: req/s."""
+def cpu_seconds(pid: int | None = None) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def closed_loop(
+    make_client: Callable, clients: int, seconds: float, server_pid: int
+) -> tuple[float, int, float]:
+    """`clients` threads, each sending its next request when the last one returns.
+
+    Returns requests/s, failed requests, and requests per CPU-second of the server process:
+    on a machine shared with other jobs, the CPU share a process gets varies with how many
+    threads it runs, so work per CPU-second is the fairer measure of efficiency.
+    """
     start_gate, stop = threading.Barrier(clients + 1), threading.Event()
     counts, errors = [0] * clients, [0] * clients
     measuring = threading.Event()
@@ -103,15 +115,17 @@ def closed_loop(make_client: Callable, clients: int, seconds: float) -> tuple[fl
         t.start()
     start_gate.wait()
     time.sleep(min(2.0, seconds / 4))  # let batches settle into their steady size
+    cpu_before = cpu_seconds(server_pid)
     measuring.set()
     begin = time.perf_counter()
     time.sleep(seconds)
     measuring.clear()
     elapsed = time.perf_counter() - begin
+    cpu_used = cpu_seconds(server_pid) - cpu_before
     stop.set()
     for t in threads:
         t.join(60)
-    return sum(counts) / elapsed, sum(errors)
+    return sum(counts) / elapsed, sum(errors), sum(counts) / max(cpu_used, 1e-9)
 
 
 class ServerProcess:
@@ -168,11 +182,13 @@ class InProcess:
     def batched(self) -> dict:
         return {k: v.numpy() for k, v in self._fn(image_bytes=self._batch).items()}
 
-    def batched_throughput(self, iterations: int) -> float:
-        start = time.perf_counter()
+    def batched_throughput(self, iterations: int) -> tuple[float, float]:
+        """(images/s, images per CPU-second of this process)."""
+        cpu, start = cpu_seconds(), time.perf_counter()
         for _ in range(iterations):
             self.batched()
-        return self.batch * iterations / (time.perf_counter() - start)
+        images = self.batch * iterations
+        return images / (time.perf_counter() - start), images / (cpu_seconds() - cpu)
 
 
 def grpc_caller(address: str, image: bytes) -> Callable[[], Callable[[], object]]:
@@ -218,16 +234,20 @@ def measure_server(
     throughput = {}
     for clients in (1, 8, 32):
         rounds = args.rounds if clients == 32 else 1
-        rates, references, errors, batches, rows = [], [], 0, 0.0, 0.0
+        rates, per_cpu, references, ref_per_cpu = [], [], [], []
+        errors, batches, rows = 0, 0.0, 0.0
         for _ in range(rounds):
             if clients == 32:  # bracket the served figure with the in-process one
-                references.append(local.batched_throughput(args.iterations))
+                rate, rate_cpu = local.batched_throughput(args.iterations)
+                references.append(rate)
+                ref_per_cpu.append(rate_cpu)
             before = scrape(server)
-            rate, failed = closed_loop(
-                grpc_caller(server.grpc_address, image), clients, args.seconds
+            rate, failed, rate_cpu = closed_loop(
+                grpc_caller(server.grpc_address, image), clients, args.seconds, server.proc.pid
             )
             after = scrape(server)
             rates.append(rate)
+            per_cpu.append(rate_cpu)
             errors += failed
             batches += after.get("facegate_batches_total", 0) - before.get(
                 "facegate_batches_total", 0
@@ -238,15 +258,35 @@ def measure_server(
         throughput[clients] = {
             "requests_per_s": float(np.median(rates)),
             "rounds": rates,
+            "per_cpu_second": float(np.median(per_cpu)),
             "in_process_batched": float(np.median(references)) if references else None,
+            "in_process_batched_per_cpu_second": (
+                float(np.median(ref_per_cpu)) if ref_per_cpu else None
+            ),
             "errors": errors,
             "mean_batch": rows / batches if batches else None,
         }
     return {**latencies, "throughput": throughput}
 
 
-def measure_swap(server: ServerProcess, base: Path, model_dir: Path, image: bytes) -> dict:
-    """RSS with one version, then its peak while version 2 is pushed under a client loop."""
+def _swap_to(server: ServerProcess, base: Path, model_dir: Path, version: int) -> float:
+    """Push `version` (atomically) and wait until it is the only version loaded: seconds."""
+    started = time.perf_counter()
+    push_version(model_dir, base, version)
+    with PredictionClient(server.grpc_address, timeout=60) as client:
+        while True:
+            states = {s.version: s.state for s in client.status(MODEL)}
+            loaded = {v for v, state in states.items() if state != "END"}
+            if loaded == {version} and states[version] == "AVAILABLE":
+                return time.perf_counter() - started
+            time.sleep(0.02)
+
+
+def measure_swap(
+    server: ServerProcess, base: Path, model_dir: Path, image: bytes, more_swaps: int
+) -> dict:
+    """RSS with one version, its peak while version 2 is swapped in under a client loop, then
+    the RSS after each of `more_swaps` further swaps (does unloading give memory back?)."""
     time.sleep(1.0)
     one_version = server.rss_bytes()
     samples, stop, failures, done = [one_version], threading.Event(), [], [0]
@@ -268,23 +308,21 @@ def measure_swap(server: ServerProcess, base: Path, model_dir: Path, image: byte
     threads = [threading.Thread(target=sample), threading.Thread(target=load)]
     for t in threads:
         t.start()
-    started = time.perf_counter()
-    push_version(model_dir, base, 2)
-    with PredictionClient(server.grpc_address, timeout=60) as client:
-        while True:
-            states = {s.version: s.state for s in client.status(MODEL)}
-            if states == {2: "AVAILABLE", 1: "END"}:
-                break
-            time.sleep(0.02)
-    swap_seconds = time.perf_counter() - started
+    swap_seconds = _swap_to(server, base, model_dir, 2)
     time.sleep(2.0)
     stop.set()
     for t in threads:
         t.join(60)
+    after = [server.rss_bytes()]
+    for version in range(3, 3 + more_swaps):
+        _swap_to(server, base, model_dir, version)
+        shutil.rmtree(base / str(version - 2))
+        time.sleep(1.0)
+        after.append(server.rss_bytes())
     return {
         "one_version_rss_mb": one_version / 2**20,
         "peak_rss_mb": max(samples) / 2**20,
-        "after_swap_rss_mb": server.rss_bytes() / 2**20,
+        "after_swaps_rss_mb": [a / 2**20 for a in after],
         "swap_seconds": swap_seconds,
         "requests_during_swap": done[0],
         "failed_during_swap": len(failures),
@@ -309,11 +347,13 @@ def run(args: argparse.Namespace) -> dict:
             started_rss = server.rss_bytes()
             batching = measure_server(server, local, image, args)
             print("hot swap ...", flush=True)
-            swap = measure_swap(server, base, model_dir, image)
+            swap = measure_swap(server, base, model_dir, image, args.more_swaps)
             swap["started_rss_mb"] = started_rss / 2**20
         finally:
             server.stop()
-        shutil.rmtree(base / "2")
+        for stale in list_versions(base).values():
+            shutil.rmtree(stale)
+        shutil.copytree(model_dir, base / "1")
         print("server without batching ...", flush=True)
         server = ServerProcess(base, "--no-batching")
         try:
@@ -377,20 +417,28 @@ def markdown(r: dict, command: str) -> str:
         f"{r['args']['rounds']} rounds, each right after an in-process run at batch "
         f"{r['args']['batch']}). Mean batch = rows / model calls, from the server's metrics.",
         "",
-        "| clients | no batching, req/s | batching, req/s | mean batch formed |",
-        "|---:|---:|---:|---:|",
+        "| clients | no batching, req/s | batching, req/s | no batching, req per server "
+        "CPU-s | batching, req per server CPU-s | mean batch formed |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for clients in (1, 8, 32):
         a, b = plain["throughput"][clients], batch["throughput"][clients]
         mean = f"{b['mean_batch']:.1f}" if b["mean_batch"] else "-"
         lines.append(
-            f"| {clients} | {a['requests_per_s']:.1f} | {b['requests_per_s']:.1f} | {mean} |"
+            f"| {clients} | {a['requests_per_s']:.1f} | {b['requests_per_s']:.1f} | "
+            f"{a['per_cpu_second']:.1f} | {b['per_cpu_second']:.1f} | {mean} |"
         )
     errors = sum(t["errors"] for s in (batch, plain) for t in s["throughput"].values())
     lines += [
         "",
         f"In-process batched throughput (batch {r['args']['batch']}, median of the rounds): "
-        f"{t32['in_process_batched']:.1f} images/s. Failed requests under load: {errors}.",
+        f"{t32['in_process_batched']:.1f} images/s, "
+        f"{t32['in_process_batched_per_cpu_second']:.1f} images per CPU-second. 32-client rounds "
+        "(req/s), batching: "
+        + ", ".join(f"{x:.1f}" for x in t32["rounds"])
+        + "; no batching: "
+        + ", ".join(f"{x:.1f}" for x in plain["throughput"][32]["rounds"])
+        + f". Failed requests under load: {errors}.",
         "",
         "Server memory (RSS of the `facegate serve` process):",
         "",
@@ -399,14 +447,16 @@ def markdown(r: dict, command: str) -> str:
         f"| one version loaded, idle after start-up | {swap['started_rss_mb']:.0f} |",
         f"| one version loaded, after the load tests | {swap['one_version_rss_mb']:.0f} |",
         f"| peak while version 2 is pushed and swapped in | {swap['peak_rss_mb']:.0f} |",
-        f"| 2 s after version 1 was unloaded | {swap['after_swap_rss_mb']:.0f} |",
+        f"| 2 s after version 1 was unloaded | {swap['after_swaps_rss_mb'][0]:.0f} |",
+        f"| after each of {len(swap['after_swaps_rss_mb']) - 1} more swaps | "
+        + ", ".join(f"{mb:.0f}" for mb in swap["after_swaps_rss_mb"][1:])
+        + " |",
         "",
         f"Swap: version 2 AVAILABLE and version 1 unloaded {swap['swap_seconds']:.1f} s after "
         f"the push; {swap['requests_during_swap']} requests during the swap, "
         f"{swap['failed_during_swap']} failed. The ratio below uses the after-load figure (the "
-        "steady state a swap happens in); TensorFlow's allocator keeps freed memory for reuse, "
-        "so RSS does not fall back after an unload, but it does not grow either: seven swaps "
-        "in a row settled at the same RSS (+/- 3%) in a separate run.",
+        "steady state a swap happens in). TensorFlow's allocator keeps freed memory for reuse, "
+        "so RSS does not fall back after an unload; the further swaps show whether it grows.",
         "",
         "| target (issue 4) | measured | target | |",
         "|---|---:|---:|---|",
@@ -419,6 +469,12 @@ def markdown(r: dict, command: str) -> str:
         _ratio_line(
             "32-client throughput with batching / in-process batched",
             t32["requests_per_s"] / t32["in_process_batched"],
+            TARGETS["batched_throughput_ratio"],
+            True,
+        ),
+        _ratio_line(
+            "same, per CPU-second: server vs in-process (supplementary)",
+            t32["per_cpu_second"] / t32["in_process_batched_per_cpu_second"],
             TARGETS["batched_throughput_ratio"],
             True,
         ),
@@ -457,6 +513,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="Max batch size / reference.")
     parser.add_argument("--iterations", type=int, default=8, help="Batched reference calls.")
     parser.add_argument("--rounds", type=int, default=3, help="Rounds at 32 clients.")
+    parser.add_argument("--more-swaps", type=int, default=3, help="Swaps after the measured one.")
     parser.add_argument("--json", type=Path, default=None, help="Also write raw results here.")
     parser.add_argument("--update-docs", type=Path, default=None, help="BENCHMARKS.md to update.")
     args = parser.parse_args()
