@@ -17,6 +17,13 @@ _FINISHED = "Component %s is finished."
 # Our own loggers whose INFO lines (e.g. the certainty neuron's fit) are worth showing.
 FORWARDED_LOGGERS = ("components",)
 ABSL_LOGGER = "absl"
+# Warnings TFX 1.16 logs for every component of a local run; they say nothing about this run.
+_KNOWN_NOISE = frozenset(
+    {
+        "ArtifactQuery.property_predicate is not supported.",
+        "ContextQuery.property_predicate is not supported.",
+    }
+)
 
 
 @dataclass
@@ -40,7 +47,7 @@ class ComponentProgress(logging.Handler):
             self.console.print(f"  {record.getMessage()}", highlight=False)
             return
         if record.msg not in (_RUNNING, _FINISHED) or not record.args:
-            if record.levelno >= logging.WARNING:
+            if record.levelno >= logging.WARNING and record.msg not in _KNOWN_NOISE:
                 self.console.print(f"  [yellow]{record.getMessage()}[/]", highlight=False)
             return
         node = str(record.args[0])
