@@ -77,8 +77,11 @@ class EdgePrediction:
 def _check_tflite_file(path: Path) -> None:
     if not path.is_file():
         raise EdgeModelError(f"{path}: no such .tflite file")
-    with open(path, "rb") as f:
-        head = f.read(8)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as err:
+        raise EdgeModelError(f"{path}: cannot read ({err.strerror})") from err
     if len(head) < 8 or head[4:8] != _TFLITE_IDENTIFIER:
         raise EdgeModelError(f"{path}: not a TFLite flatbuffer (no 'TFL3' identifier)")
 
