@@ -37,10 +37,12 @@ def parity_table(report: dict) -> Table:
     for variant, error in report.get("errors", {}).items():
         table.add_row(variant, *[""] * 8, f"NO: {error}")
     ref = report.get("reference_latency_p50_ms")
-    table.caption = (
-        f"SavedModel p50 {_f(ref, 1)} ms (batch 1, in-process); pushed to "
-        f"{report.get('pushed_destination') or 'nowhere (nothing passed)'}"
-    )
+    passed = [v for v in report.get("variants", []) if v.get("passed")]
+    if report.get("pushed_destination"):
+        where = f"pushed to {report['pushed_destination']}"
+    else:
+        where = "not pushed" if passed else "no variant passed the gate: nothing pushed"
+    table.caption = f"SavedModel p50 {_f(ref, 1)} ms (batch 1, in-process); {where}"
     if report.get("skipped_reason"):
         table.caption = f"skipped: {report['skipped_reason']}"
     return table
