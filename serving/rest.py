@@ -17,6 +17,7 @@ import binascii
 import json
 import logging
 import re
+import sys
 import threading
 from collections.abc import Sequence
 from http import HTTPStatus
@@ -362,6 +363,13 @@ class _Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # listen backlog: the default 5 drops bursts of new clients
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up or timed out is routine; anything else is logged in full."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            log.debug("connection from %s ended: %s", client_address, sys.exc_info()[1])
+            return
+        log.exception("error while serving %s", client_address)
 
 
 class RestServer:
