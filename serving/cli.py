@@ -119,14 +119,22 @@ def serve(model_base_path, model_name, host, grpc_port, rest_port, batching, max
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per call.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 def query(images, server, model_name, version, labels, timeout, as_json) -> None:
-    """Ask a TF Serving endpoint (facegate serve or tensorflow_model_server) about face images."""
+    """Ask a TF Serving endpoint (facegate serve or tensorflow_model_server) about face images.
+
+    JPEG and PNG files are sent as they are; other formats Pillow reads (PGM, BMP, TIFF, ...)
+    are converted to PNG first, exactly as `facegate ingest` converts them.
+    """
     _prepare_tensorflow()
     import grpc
 
+    from pipeline.ingest import IngestError, read_image
     from serving.client import PredictionClient
 
     label_list = labels.read_text().splitlines() if labels else None
-    data = [path.read_bytes() for path in images]
+    try:  # as ingest does: JPEG/PNG as they are, other formats (PGM, TIFF...) as PNG
+        data = [read_image(path)[0] for path in images]
+    except IngestError as err:
+        raise click.ClickException(str(err)) from err
     try:
         with PredictionClient(server, timeout=timeout) as client:
             results = client.predict_images(

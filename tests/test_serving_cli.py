@@ -104,7 +104,26 @@ def test_query_reports_server_errors(served, image_files):
     args = ["query", "--server", f"127.0.0.1:{grpc_port}", str(not_an_image)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
-    assert "INVALID_ARGUMENT" in result.output and "not a JPEG, PNG" in result.output
+    assert "notes.txt: not a readable image" in result.output
+
+
+def test_query_converts_other_formats_as_ingest_does(served, tmp_path, models):
+    """ORL faces are PGM files: the client converts them to PNG, the model never sees PGM."""
+    from PIL import Image
+
+    from pipeline.ingest import read_image
+
+    _, grpc_port, _ = served
+    pgm = tmp_path / "face.pgm"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (56, 46), np.uint8)).save(pgm)
+    png_bytes, fmt, converted = read_image(pgm)
+    assert (fmt, converted) == ("png", True)
+    fn = tf.saved_model.load(str(models.v1)).signatures[F.SIGNATURE_IMAGE_BYTES]
+    want = float(fn(image_bytes=tf.constant([png_bytes]))[F.OUTPUT_KNOWN_PROB][0])
+    args = ["query", "--server", f"127.0.0.1:{grpc_port}", "--json", str(pgm)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["known_prob"] == pytest.approx(want, rel=1e-5)
 
 
 def test_rest_answers_the_readme_curl_request(served, image_files):
