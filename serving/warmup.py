@@ -84,6 +84,8 @@ def read_warmup_requests(path: Path) -> list[WarmupRequest]:
         request = entry.predict_log.request
         inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
         requests.append((request.model_spec.signature_name, inputs))
+    if not requests:
+        raise ValueError(f"{path}: no warm-up records (an empty or truncated file)")
     return requests
 
 

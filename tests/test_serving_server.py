@@ -512,3 +512,31 @@ def test_prometheus_metrics_count_requests_and_batches(server, client, rest):
         == _metric(before, "facegate_batch_rows_total") + 2
     )
     assert 'facegate_model_version_available{model="facegate",version="2"} 1' in after
+
+
+def test_warmup_file_is_written_in_tf_servings_format_and_replayed(models, tmp_path):
+    from serving.servable import Servable
+    from serving.warmup import read_warmup_requests, warm_up, warmup_path, write_warmup_requests
+
+    version_dir = link_version(models.v1, tmp_path, 1)
+    requests = [
+        (SIG, {IMG: np.array(IMAGES, dtype=object)}),
+        (F.SIGNATURE_IMAGE, {F.INPUT_IMAGE: np.zeros([1, 32, 32, 3], np.float32)}),
+    ]
+    path = write_warmup_requests(version_dir, MODEL, requests)
+    assert (
+        path
+        == warmup_path(version_dir)
+        == version_dir / "assets.extra" / "tf_serving_warmup_requests"
+    )
+    replayed = read_warmup_requests(path)
+    assert [name for name, _ in replayed] == [SIG, F.SIGNATURE_IMAGE]
+    assert replayed[0][1][IMG].tolist() == IMAGES
+    servable = Servable.load(MODEL, 1, version_dir)
+    assert warm_up(servable) == 2
+    path.write_bytes(b"garbage")  # a model's own warm-up file that fails fails its load
+    with pytest.raises(ValueError, match="no warm-up records"):
+        warm_up(servable)
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(tf.errors.DataLossError):
+        warm_up(servable)
