@@ -71,9 +71,10 @@ def _declared(alias: str, proto: Any) -> tuple[tf.DType, list[int]]:
         dtype = tf.dtypes.as_dtype(proto.dtype)
     except TypeError:
         raise invalid_argument(f"input {alias!r} has an unknown dtype {proto.dtype}") from None
-    if proto.tensor_shape.unknown_rank:
-        raise invalid_argument(f"input {alias!r} must have a known shape")
-    return dtype, [int(d.size) for d in proto.tensor_shape.dim]
+    shape = [int(d.size) for d in proto.tensor_shape.dim]
+    if proto.tensor_shape.unknown_rank or any(size < 0 for size in shape):
+        raise invalid_argument(f"input {alias!r} must have a known shape, got {shape}")
+    return dtype, shape
 
 
 class ProtoInputs:
