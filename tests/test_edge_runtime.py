@@ -284,3 +284,28 @@ def test_cli_reports_bad_model_cleanly(copy_of):
     done = _cli("predict", "--model", str(path), str(face))
     assert done.returncode != 0
     assert "sidecar missing" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_int8_image_input_is_quantized_by_the_runtime(root, tmp_path, face_files):
+    """int8 (not uint8) image input: zero point -128, handled inside the wrapper."""
+    from components.exporter import read_model_info
+    from export import samples
+    from export.builder import _sidecar_info
+    from export.convert import convert
+    from export.sidecar import write_sidecar
+
+    rep = samples.representative_images(str(root / "data" / "train" / "*"), L.SIZE, 16)
+    path = tmp_path / "facegate-int8in.tflite"
+    path.write_bytes(convert(root / "saved_model", "int8", rep.images, int8_input_type="int8"))
+    info = read_model_info(root / "saved_model")
+    write_sidecar(path, _sidecar_info(info, "int8", path, "facegate", "1"))
+    signed = load(path)
+    assert signed.input_dtype == np.int8
+    paths = [p for p, _, _ in face_files]
+    a = signed.predict(paths)
+    b = load(tflite(root, "int8")).predict(paths)
+    for x, y in zip(a, b, strict=True):
+        assert abs(x.known_prob - y.known_prob) <= 0.05
+        assert x.best_label == y.best_label or x.source.endswith(
+            ("ku1.png", "ku2.png", "uu1.png", "uu2.png")
+        )
