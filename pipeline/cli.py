@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -16,6 +18,10 @@ def _quiet_tensorflow() -> None:
     # Before TensorFlow is imported: Keras 2 for TFX/TFMA, and no C++ info chatter.
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TFMA divides by zero for one-class slices (e.g. role=known) and says so per metric;
+    # TF logs deprecation notices from inside TFMA. Neither is actionable by a user.
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="tensorflow_model_analysis")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 _quiet_tensorflow()  # this module is the entry point: nothing has imported TensorFlow yet
