@@ -34,7 +34,7 @@ class ModelSpec:
     input_size: int = 64
     weights: str = "none"
     """'imagenet', 'none' (train from scratch) or a path to a VGG16 notop weights file."""
-    dropout: float = 0.5
+    dropout: float = 0.3
     seed: int = 0
 
 

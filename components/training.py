@@ -9,6 +9,7 @@ neuron is fitted on those scalars, instead of pushing VGG16 through every phase-
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
@@ -33,10 +34,11 @@ class TrainConfig:
     epochs: int = 60
     """Phase-1 epochs (identity classifier)."""
     batch_size: int = 16
-    learning_rate: float = 1e-4
+    learning_rate: float = 3e-4
+    """Peak Adam learning rate, decayed to zero over the epochs (cosine)."""
     clipnorm: float = 1.0
     """Gradient-norm clipping: VGG16 without batch norm diverges early from scratch without it."""
-    dropout: float = 0.5
+    dropout: float = 0.3
     augment: bool = True
     certainty_epochs: int = 300
     """Phase-2 epochs over the cached max logits (cheap: one scalar per image)."""
@@ -88,13 +90,19 @@ def train_identity(
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    known = data.image_dataset(train_files, cfg.input_size, roles=phase1_roles)
+    steps_per_epoch = max(1, math.ceil(count_examples(known) / cfg.batch_size))
+    # Cosine decay to zero: the last epochs settle instead of bouncing between minima.
+    schedule = keras.optimizers.schedules.CosineDecay(
+        cfg.learning_rate, decay_steps=steps_per_epoch * cfg.epochs
+    )
     clf.compile(
-        optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm),
+        optimizer=keras.optimizers.Adam(schedule, clipnorm=cfg.clipnorm),
         loss=loss,
         metrics=[accuracy],
     )
     train = data.training_batches(
-        data.image_dataset(train_files, cfg.input_size, roles=phase1_roles),
+        known,
         cfg.batch_size,
         cfg.seed,
         with_augmentation=cfg.augment,
@@ -106,6 +114,11 @@ def train_identity(
         )
     history = clf.fit(train, validation_data=val, epochs=cfg.epochs, verbose=cfg.verbose)
     return history.history
+
+
+def count_examples(ds: tf.data.Dataset) -> int:
+    """Size of a filtered dataset (its cardinality is unknown until iterated)."""
+    return int(ds.map(lambda image, label: label).reduce(np.int64(0), lambda n, _: n + 1))
 
 
 def max_logits(model: keras.Model, ds: tf.data.Dataset, batch_size: int) -> np.ndarray:
