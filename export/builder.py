@@ -42,6 +42,8 @@ class EdgeExportConfig:
     """int8 representative images, split evenly over known and known-unknown train faces."""
     int8_input_type: str = "uint8"
     """Image input of the int8 variant: uint8 (pixels as they are) or int8."""
+    int8_quantizer: str = "legacy"
+    """"legacy" or "mlir" (see export/convert.py: the MLIR one breaks the BGR swap in int8)."""
     max_test_images: int | None = None
     """Cap on parity test images (None: the whole test split)."""
     latency_runs: int = 30
@@ -204,6 +206,7 @@ def _build_variant(
         variant,
         representative if variant == conv.Variant.INT8.value else None,
         config.int8_input_type,
+        config.int8_quantizer,
     )
     path = staging / tflite_name(model_name, variant)
     path.write_bytes(flatbuffer)

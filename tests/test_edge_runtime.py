@@ -309,3 +309,19 @@ def test_int8_image_input_is_quantized_by_the_runtime(root, tmp_path, face_files
         assert x.best_label == y.best_label or x.source.endswith(
             ("ku1.png", "ku2.png", "uu1.png", "uu2.png")
         )
+
+
+def test_int8_keeps_the_bgr_swap_scale(root):
+    """Regression: TF 2.16's MLIR quantizer gave REVERSE_V2 (RGB -> BGR, the first op of the
+    VGG16 normalisation) an output scale different from its input's, and the int8 kernel does
+    not rescale: the demo model's int8 agreement fell to 0.11. The reverse must keep its scale."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite(root, "int8")))
+    details = interpreter.get_tensor_details()
+    image = interpreter.get_input_details()[0]
+    reverse = [d for d in details if "ReverseV2" in d["name"]]
+    assert reverse, [d["name"] for d in details][:10]
+    scale = image["quantization"][0]  # the uint8 input is requantized to int8: only zp moves
+    for d in reverse:
+        assert d["quantization"][0] == pytest.approx(scale), d["name"]
