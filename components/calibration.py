@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from components import features as F
 from components import open_set
+from components.settings import settings_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,7 @@ class CalibrationConfig:
     @classmethod
     def from_dict(cls, values: dict | None) -> CalibrationConfig:
         """Fill missing settings with defaults; unknown keys are an error."""
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown calibration settings: {unknown}; known: {sorted(known)}")
-        cfg = cls(**values)
+        cfg = settings_from_dict(cls, values, "calibration")
         if not 0.0 < cfg.target_far < 1.0:
             raise ValueError(f"target_far must be in (0, 1), got {cfg.target_far}")
         if not 0.0 < cfg.min_temperature < cfg.max_temperature:

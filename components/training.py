@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -20,6 +20,7 @@ import tf_keras as keras
 from components import data, outlier_exposure
 from components import features as F
 from components import model as M
+from components.settings import settings_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict | None) -> TrainConfig:
         """Fill missing settings with defaults; unknown keys are an error, not silently ignored."""
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training settings: {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return settings_from_dict(cls, values, "training")
 
     def to_dict(self) -> dict:
         return asdict(self)
