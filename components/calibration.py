@@ -71,6 +71,8 @@ class CalibrationResult:
     temperature: float
     threshold: float
     target_far: float
+    temperature_fitted: float
+    """The NLL optimum; `temperature` falls back to 1 when no interior optimum exists."""
     calib_far: float
     """Known-unknown calib faces accepted at the threshold (resolution 1 / their number)."""
     calib_tar: float
@@ -108,6 +110,12 @@ def fit_temperature(
         options={"xatol": 1e-5},
     )
     return float(math.exp(res.x))
+
+
+def _on_bound(temperature: float, cfg: CalibrationConfig, rel: float = 0.01) -> bool:
+    return temperature <= cfg.min_temperature * (1 + rel) or temperature >= cfg.max_temperature * (
+        1 - rel
+    )
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -165,12 +173,28 @@ def calibrate_arrays(
             cfg.target_far,
         )
     k_logits, k_labels = logits[known], labels[known]
-    temperature = fit_temperature(k_logits, k_labels, (cfg.min_temperature, cfg.max_temperature))
+    fitted = fit_temperature(k_logits, k_labels, (cfg.min_temperature, cfg.max_temperature))
+    temperature = fitted
+    all_right = bool(np.all(np.argmax(k_logits, axis=1) == k_labels))
+    if all_right or _on_bound(fitted, cfg):
+        # No interior optimum: when every known calib face is already right the NLL keeps
+        # falling as T -> 0, and "sharpen without limit" would wreck the test NLL.
+        log.warning(
+            "temperature optimum %.3f has no interior minimum in [%g, %g] (calib identity accuracy "
+            "%.3f): "
+            "not identifiable from this calib split, keeping T = 1",
+            fitted,
+            cfg.min_temperature,
+            cfg.max_temperature,
+            float(np.mean(np.argmax(k_logits, axis=1) == k_labels)),
+        )
+        temperature = 1.0
     threshold = threshold_for_far(known_prob[~known], cfg.target_far)
     result = CalibrationResult(
         temperature=temperature,
         threshold=threshold,
         target_far=cfg.target_far,
+        temperature_fitted=fitted,
         calib_far=open_set.false_accept_rate(known_prob[~known], threshold),
         calib_tar=open_set.true_accept_rate(known_prob[known], threshold),
         nll_before=_nll(k_logits, k_labels, 1.0),

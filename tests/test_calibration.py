@@ -48,7 +48,7 @@ def _calib_arrays(n_known=12, n_unknown=12):
     rng = np.random.default_rng(1)
     labels = np.concatenate([rng.integers(0, 3, n_known), -np.ones(n_unknown, int)])
     logits = rng.normal(0, 1, (n_known + n_unknown, 3))
-    logits[np.arange(n_known), labels[:n_known]] += 4
+    logits[np.arange(n_known), labels[:n_known]] += 2  # a few wrong: an interior optimum
     known_prob = np.concatenate([rng.uniform(0.5, 1, n_known), rng.uniform(0, 0.6, n_unknown)])
     is_known = (labels >= 0).astype(int)
     return logits, labels, known_prob, is_known
@@ -58,7 +58,10 @@ def test_calibrate_arrays_reports_what_it_fitted():
     logits, labels, known_prob, is_known = _calib_arrays()
     res = C.calibrate_arrays(logits, labels, known_prob, is_known, C.CalibrationConfig())
     known = is_known == 1
-    assert res.temperature == pytest.approx(C.fit_temperature(logits[known], labels[known]))
+    fitted = C.fit_temperature(logits[known], labels[known])
+    assert res.temperature_fitted == pytest.approx(fitted)
+    all_right = np.all(np.argmax(logits[known], 1) == labels[known])
+    assert res.temperature == (1.0 if all_right else pytest.approx(fitted))
     assert res.threshold == pytest.approx(C.threshold_for_far(known_prob[~known], 0.05))
     assert res.calib_far == pytest.approx(np.mean(known_prob[~known] >= res.threshold))
     assert res.calib_tar == pytest.approx(np.mean(known_prob[known] >= res.threshold))
@@ -142,3 +145,13 @@ def test_exported_model_carries_temperature_and_threshold(tiny_run):
         open_set.softmax(out[F.OUTPUT_LOGITS].numpy(), info["temperature"]),
         atol=1e-5,
     )
+
+
+def test_temperature_on_a_bound_falls_back_to_one():
+    # Every known calib face right with a wide margin: the NLL falls all the way to T -> 0.
+    _, labels, known_prob, is_known = _calib_arrays()
+    logits = 3.0 * np.eye(3)[np.maximum(labels, 0)]
+    res = C.calibrate_arrays(logits, labels, known_prob, is_known)
+    assert res.temperature_fitted < 0.1  # the NLL optimum heads for the lower bound
+    assert res.temperature == 1.0
+    assert res.nll_after == pytest.approx(res.nll_before)
