@@ -75,9 +75,11 @@ def EdgeExport(  # noqa: N802 (TFX names components like classes)
     edge_model_dir: tfx.dsl.components.Parameter[str],
     model_name: tfx.dsl.components.Parameter[str] = "facegate",
     config: tfx.dsl.components.Parameter[str] = "{}",
+    code_version: tfx.dsl.components.Parameter[str] = "",
     pushed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.PushedModel] = None,
 ) -> None:
-    """Convert, gate, report and push. `config` is EdgeExportConfig.to_dict() as JSON."""
+    """Convert, gate, report and push. `config` is EdgeExportConfig.to_dict() as JSON;
+    `code_version` is only there so the cache notices a change of the conversion code."""
     from tfx.components.util import model_utils
     from tfx.utils import path_utils
 

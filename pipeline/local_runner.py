@@ -15,6 +15,7 @@ from pathlib import Path
 
 from components.evaluation import BlessingThresholds, make_eval_config
 from components.training import TrainConfig
+from pipeline.code_version import EDGE_CODE, MODEL_CODE, source_fingerprint
 from pipeline.ingest import read_labels
 from pipeline.progress import ComponentProgress
 from pipeline.summary import RunSummary, summarize
@@ -88,6 +89,8 @@ def run_local(
         eval_config=make_eval_config(thresholds),
         calibration_config=calibration_config,
         edge_model_dir=str(paths.edge_model_dir),
+        model_code_version=source_fingerprint(MODEL_CODE),
+        edge_code_version=source_fingerprint(EDGE_CODE),
         metadata_connection_config=metadata.sqlite_metadata_connection_config(
             str(paths.metadata_path)
         ),

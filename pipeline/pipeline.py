@@ -46,6 +46,8 @@ def create_pipeline(
     calibration_config: dict | None = None,
     edge_model_dir: str | None = None,
     edge_config: dict | None = None,
+    model_code_version: str = "",
+    edge_code_version: str = "",
     metadata_connection_config=None,
     beam_pipeline_args: Sequence[str] = (),
     enable_cache: bool = True,
@@ -55,6 +57,8 @@ def create_pipeline(
     `calibration_config` is components.calibration.CalibrationConfig as a dict (None: defaults).
     `edge_model_dir` (<edge_dir>/<model_name>): when given, EdgeExport follows the Pusher;
     `edge_config` is export.builder.EdgeExportConfig as a dict (None: defaults).
+    `model_code_version` / `edge_code_version` (pipeline.code_version) make the Trainer /
+    EdgeExport re-run when their code changes: TFX's cache does not look at user code.
     """
     from components.report_component import CertaintyReportGen
 
@@ -89,6 +93,8 @@ def create_pipeline(
             "labels": list(labels),
             "train_config": dict(train_config),
             "calibration_config": dict(calibration_config or {}),
+            # Not read by run_fn: it is there so a change of model code invalidates the cache.
+            "code_version": model_code_version,
         },
     ).with_id(TRAINER)
 
@@ -134,6 +140,7 @@ def create_pipeline(
                 edge_model_dir=edge_model_dir,
                 model_name=PurePath(edge_model_dir).name,
                 config=json.dumps(edge_config or {}, sort_keys=True),
+                code_version=edge_code_version,
             ).with_id(EDGE_EXPORT)
         )
 

@@ -46,3 +46,37 @@ def test_compiles_for_kubeflow_v2(tmp_path):
     for component_id in IDS:
         # KFP v2 compiles the resolver into an importer-like task with a suffixed name.
         assert any(task.startswith(component_id) for task in tasks), component_id
+
+
+def test_code_version_changes_with_the_code(tmp_path, monkeypatch):
+    from pipeline.code_version import MODEL_CODE, source_fingerprint
+
+    package = tmp_path / "fakepkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "model.py").write_text("LAYERS = 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = source_fingerprint(["fakepkg"])
+    assert before == source_fingerprint(["fakepkg"])
+    (package / "model.py").write_text("LAYERS = 4\n")
+    after = source_fingerprint(["fakepkg"])
+    assert after != before and len(after) == 16
+    assert source_fingerprint(MODEL_CODE) != source_fingerprint(["fakepkg"])
+
+
+def test_code_versions_reach_the_exec_properties(tmp_path):
+    pipeline = P.create_pipeline(
+        pipeline_name="t",
+        pipeline_root=str(tmp_path / "root"),
+        data_root=str(tmp_path / "data"),
+        labels=["a", "b"],
+        serving_model_dir=str(tmp_path / "serving" / "m"),
+        train_config={},
+        eval_config=make_eval_config(),
+        edge_model_dir=str(tmp_path / "edge" / "m"),
+        model_code_version="abc",
+        edge_code_version="def",
+    )
+    by_id = {c.id: c for c in pipeline.components}
+    assert json.loads(by_id[P.TRAINER].exec_properties["custom_config"])["code_version"] == "abc"
+    assert by_id[P.EDGE_EXPORT].exec_properties["code_version"] == "def"
