@@ -45,6 +45,9 @@ _ROUTE = re.compile(
 _B64 = "b64"
 METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's path for the same purpose
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
+# An oversized body is read and dropped up to this many times the limit before the 413, so
+# the client can read the answer; past that the connection is simply closed after it.
+DRAIN_FACTOR = 16
 
 
 # ---- JSON <-> arrays ----------------------------------------------------------------------
@@ -272,19 +275,35 @@ class _Handler(BaseHTTPRequestHandler):
             raise invalid_argument(f"bad Content-Length {raw!r}")
         return length
 
-    def _too_large(self, length: int) -> bool:
+    def _too_large(self, length: int, body_sent: bool = True) -> bool:
         if length <= self.max_body_bytes:
             return False
-        self.close_connection = True  # the body stays unread: this connection is done
+        self.close_connection = True  # whatever stays unread: this connection is done
+        if body_sent:
+            # Read (and drop) a bounded amount first: answering while the client is still
+            # writing makes its send fail with a broken pipe before it can read the 413.
+            self._discard(min(length, DRAIN_FACTOR * self.max_body_bytes))
         self._send_json(
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             {"error": f"request body of {length} bytes exceeds the {self.max_body_bytes} limit"},
         )
         return True
 
+    def _discard(self, length: int) -> None:
+        remaining = length
+        try:
+            while remaining > 0:
+                chunk = self.rfile.read(min(1 << 16, remaining))
+                if not chunk:
+                    return
+                remaining -= len(chunk)
+        except OSError:  # the client gave up or timed out: the 413 is still worth trying
+            return
+
     def handle_expect_100(self) -> bool:
         try:
-            if self._too_large(self._content_length()):
+            # Expect: 100-continue: the client waits for our answer before sending the body.
+            if self._too_large(self._content_length(), body_sent=False):
                 return False
         except ServingError as err:
             self.close_connection = True
