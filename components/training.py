@@ -44,7 +44,6 @@ class TrainConfig:
     certainty_epochs: int = 300
     """Phase-2 epochs over the cached max logits (cheap: one scalar per image)."""
     certainty_learning_rate: float = 0.05
-    threshold: float = 0.5
     seed: int = 0
     outlier_exposure: bool = False
     """Phase 1 also sees known-unknown train faces, their logits pushed toward uniform."""
