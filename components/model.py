@@ -36,6 +36,12 @@ class ModelSpec:
     """'imagenet', 'none' (train from scratch) or a path to a VGG16 notop weights file."""
     dropout: float = 0.3
     seed: int = 0
+    head: str = "linear"
+    """'linear': Dense(N) on the features. 'cosine': Dense(N) without bias on L2-normalised
+    features with unit-norm class vectors, times `logit_scale`: logits are scaled cosine
+    similarities, so a stranger cannot raise the max logit just by a large feature norm."""
+    logit_scale: float = 16.0
+    """Scale of the cosine logits (only with head='cosine')."""
 
 
 def _expand_logits(logits: tf.Tensor) -> tf.Tensor:
@@ -70,6 +76,29 @@ def he_normal_reinit(backbone: keras.Model, seed: int) -> None:
             layer.bias.assign(tf.zeros_like(layer.bias))
 
 
+def _l2_normalize(x: tf.Tensor) -> tf.Tensor:
+    return tf.math.l2_normalize(x, axis=-1)
+
+
+def _logits_head(features: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
+    if spec.head == "linear":
+        return keras.layers.Dense(spec.num_classes, activation=None, name=LOGITS_LAYER)(features)
+    if spec.head != "cosine":
+        raise ValueError(f"unknown head {spec.head!r}: use 'linear' or 'cosine'")
+    if spec.logit_scale <= 0:
+        raise ValueError(f"logit_scale must be > 0, got {spec.logit_scale}")
+    unit = keras.layers.Lambda(_l2_normalize, name="normalize_features")(features)
+    # UnitNorm(axis=0) renormalises each class vector (a kernel column) after every step.
+    cosine = keras.layers.Dense(
+        spec.num_classes,
+        activation=None,
+        use_bias=False,
+        kernel_constraint=keras.constraints.UnitNorm(axis=0),
+        name="cosine",
+    )(unit)
+    return keras.layers.Rescaling(spec.logit_scale, name=LOGITS_LAYER)(cosine)
+
+
 def build_model(spec: ModelSpec) -> keras.Model:
     """Full model: image -> {logits, identity_probs, known_prob}."""
     if spec.num_classes < 2:
@@ -91,7 +120,7 @@ def build_model(spec: ModelSpec) -> keras.Model:
     x = backbone(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dropout(spec.dropout, name="dropout")(x)
-    logits = keras.layers.Dense(spec.num_classes, activation=None, name=LOGITS_LAYER)(x)
+    logits = _logits_head(x, spec)
     probs = keras.layers.Softmax(name=SOFTMAX_LAYER)(logits)
     expanded = keras.layers.Lambda(_expand_logits, name=EXPAND_LAYER)(logits)
     max_logit = keras.layers.GlobalMaxPool1D(name=MAXPOOL_LAYER)(expanded)

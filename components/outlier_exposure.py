@@ -12,13 +12,19 @@ import tensorflow as tf
 import tf_keras as keras
 
 
-def open_set_loss(weight: float):
-    """Per-example loss on (label, logits): CE for label >= 0, weight * CE-to-uniform for -1."""
+def open_set_loss(weight: float, margin: float = 0.0):
+    """Per-example loss on (label, logits): CE for label >= 0, weight * CE-to-uniform for -1.
+
+    `margin` (logit units) is taken off the true class's logit in the known faces' CE (CosFace):
+    0 gives the plain sparse softmax cross-entropy.
+    """
 
     def loss(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
         y = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+        true_class = tf.one_hot(tf.maximum(y, 0), tf.shape(logits)[-1], dtype=logits.dtype)
+        known_log_probs = tf.nn.log_softmax(logits - margin * true_class, axis=-1)
+        known_ce = -tf.gather(known_log_probs, tf.maximum(y, 0), axis=1, batch_dims=1)
         log_probs = tf.nn.log_softmax(logits, axis=-1)
-        known_ce = -tf.gather(log_probs, tf.maximum(y, 0), axis=1, batch_dims=1)
         # -mean_k log p_k: cross-entropy to uniform; its minimum, log N, is at uniform.
         uniform_ce = -tf.reduce_mean(log_probs, axis=-1)
         return tf.where(y >= 0, known_ce, weight * uniform_ce)

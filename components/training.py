@@ -41,6 +41,13 @@ class TrainConfig:
     """Gradient-norm clipping: VGG16 without batch norm diverges early from scratch without it."""
     dropout: float = 0.3
     augment: bool = True
+    head: str = "linear"
+    """'linear' or 'cosine' logits (see components.model.ModelSpec)."""
+    logit_scale: float = 16.0
+    """Scale of the cosine logits (head='cosine' only)."""
+    cosine_margin: float = 0.0
+    """CosFace margin: phase 1 subtracts logit_scale * margin from the true class's logit, so
+    known faces must beat the other classes by a margin (head='cosine' only)."""
     certainty_epochs: int = 300
     """Phase-2 epochs over the cached max logits (cheap: one scalar per image)."""
     certainty_learning_rate: float = 0.05
@@ -79,12 +86,10 @@ def train_identity(
     clf = M.logits_model(model)
     # Outlier exposure: known-unknown faces (label -1) join phase 1 with their own loss.
     phase1_roles = [F.ROLE_KNOWN, F.ROLE_KNOWN_UNKNOWN] if cfg.outlier_exposure else [F.ROLE_KNOWN]
-    if cfg.outlier_exposure:
-        loss = outlier_exposure.open_set_loss(cfg.outlier_exposure_weight)
-        accuracy = outlier_exposure.KnownAccuracy(name="accuracy")
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    margin = cfg.logit_scale * cfg.cosine_margin if cfg.head == "cosine" else 0.0
+    oe_weight = cfg.outlier_exposure_weight if cfg.outlier_exposure else 0.0
+    loss = outlier_exposure.open_set_loss(oe_weight, margin=margin)
+    accuracy = outlier_exposure.KnownAccuracy(name="accuracy")
     known = data.image_dataset(train_files, cfg.input_size, roles=phase1_roles)
     steps_per_epoch = max(1, math.ceil(count_examples(known) / cfg.batch_size))
     # Cosine decay to zero: the last epochs settle instead of bouncing between minima.
@@ -190,6 +195,8 @@ def train(
             weights=cfg.weights,
             dropout=cfg.dropout,
             seed=cfg.seed,
+            head=cfg.head,
+            logit_scale=cfg.logit_scale,
         )
     )
     h1 = train_identity(model, train_files, val_files, cfg)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from components.calibration import CalibrationConfig
 from components.evaluation import BlessingThresholds
 
 
@@ -62,6 +63,24 @@ _train_options = [
     click.option("--epochs", type=int, default=None, help="Phase-1 epochs (default from config)."),
     click.option("--batch-size", type=int, default=None),
     click.option("--learning-rate", type=float, default=None),
+    click.option(
+        "--head",
+        type=click.Choice(["linear", "cosine"]),
+        default=None,
+        help="Logits: Dense on the features, or scaled cosines to unit class vectors.",
+    ),
+    click.option(
+        "--outlier-exposure",
+        is_flag=True,
+        help="Phase 1 also pushes known-unknown train faces toward a uniform softmax.",
+    ),
+    click.option(
+        "--target-far",
+        type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+        default=CalibrationConfig().target_far,
+        show_default=True,
+        help="False-accept rate on unknown people the P(known) threshold aims for (calib split).",
+    ),
     click.option("--no-cache", is_flag=True, help="Re-run every component."),
     click.option(
         "--min-identity-accuracy",
@@ -78,6 +97,13 @@ _train_options = [
         help="Blessing: AUROC of P(known) on the test split at least this.",
     ),
     click.option(
+        "--max-ece",
+        type=click.FloatRange(0.0, 1.0),
+        default=BlessingThresholds().max_known_ece,
+        show_default=True,
+        help="Blessing: ECE of P(known) on the test split at most this.",
+    ),
+    click.option(
         "--beam-arg", "beam_args", multiple=True, help="Extra Beam pipeline arg (repeatable)."
     ),
 ]
@@ -92,17 +118,15 @@ def _apply(options):
     return deco
 
 
-def _train_config(input_size, weights, epochs, batch_size, learning_rate, seed):
+def _train_config(opts: dict, seed: int):
     from components.training import TrainConfig
 
-    values = {"input_size": input_size, "weights": weights, "seed": seed}
-    for key, value in (
-        ("epochs", epochs),
-        ("batch_size", batch_size),
-        ("learning_rate", learning_rate),
-    ):
-        if value is not None:
-            values[key] = value
+    values = {"input_size": opts["input_size"], "weights": opts["weights"], "seed": seed}
+    for key in ("epochs", "batch_size", "learning_rate", "head"):
+        if opts[key] is not None:
+            values[key] = opts[key]
+    if opts["outlier_exposure"]:
+        values["outlier_exposure"] = True
     return TrainConfig.from_dict(values)
 
 
@@ -158,18 +182,19 @@ def _run_and_report(data: Path, out: Path, model_name: str, seed: int, opts: dic
     from pipeline.local_runner import DEFAULT_BEAM_ARGS, run_local
     from pipeline.report_table import print_run_summary
 
-    cfg = _train_config(
-        opts["input_size"], opts["weights"], opts["epochs"], opts["batch_size"],
-        opts["learning_rate"], seed,
-    )  # fmt: skip
+    cfg = _train_config(opts, seed)
+    calibration = CalibrationConfig.from_dict({"target_far": opts["target_far"]})
     thresholds = BlessingThresholds(
-        min_identity_accuracy=opts["min_identity_accuracy"], min_known_auc=opts["min_auc"]
+        min_identity_accuracy=opts["min_identity_accuracy"],
+        min_known_auc=opts["min_auc"],
+        max_known_ece=opts["max_ece"],
     )
     summary = run_local(
         data,
         out,
         train_config=cfg,
         thresholds=thresholds,
+        calibration_config=calibration.to_dict(),
         model_name=model_name,
         beam_pipeline_args=list(DEFAULT_BEAM_ARGS) + list(opts["beam_args"]),
         enable_cache=not opts["no_cache"],

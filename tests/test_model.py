@@ -172,3 +172,27 @@ def test_signatures_agree(model, tmp_path):
 
     with pytest.raises(FileExistsError):
         exporter.export_saved_model(model, labels, export_dir)
+
+
+def test_cosine_head_gives_scaled_cosines_to_unit_class_vectors():
+    scale = 8.0
+    m = M.build_model(
+        M.ModelSpec(num_classes=N, input_size=SIZE, seed=1, head="cosine", logit_scale=scale)
+    )
+    clf = M.logits_model(m)
+    images = _images(6, seed=2)
+    # One training step: the UnitNorm constraint renormalises the class vectors after it.
+    clf.compile(keras.optimizers.SGD(0.5), keras.losses.SparseCategoricalCrossentropy(True))
+    clf.fit(images, np.arange(6) % N, epochs=1, verbose=0)
+    kernel = m.get_layer("cosine").get_weights()[0]
+    np.testing.assert_allclose(np.linalg.norm(kernel, axis=0), np.ones(N), rtol=1e-5)
+    features = keras.Model(m.input, m.get_layer("dropout").output).predict(images, verbose=0)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    logits = m(images, training=False)[F.OUTPUT_LOGITS].numpy()
+    np.testing.assert_allclose(logits, scale * unit @ kernel, rtol=1e-4, atol=1e-5)
+    assert np.all(np.abs(logits) <= scale + 1e-4)
+
+
+def test_unknown_head_is_an_error():
+    with pytest.raises(ValueError, match="unknown head 'mlp'"):
+        M.build_model(M.ModelSpec(num_classes=3, input_size=SIZE, head="mlp"))

@@ -36,3 +36,17 @@ def test_known_accuracy_ignores_outliers():
 def test_off_by_default():
     assert TrainConfig().outlier_exposure is False
     assert TrainConfig.from_dict({"outlier_exposure": True}).outlier_exposure is True
+
+
+def test_margin_is_taken_off_the_true_logit_of_known_faces_only():
+    margin = 0.8
+    got = OE.open_set_loss(0.5, margin=margin)(tf.constant(LABELS), tf.constant(LOGITS)).numpy()
+    shifted = LOGITS.copy()
+    shifted[0, 0] -= margin
+    shifted[1, 2] -= margin
+    lp_shift, lp = _log_softmax(shifted), _log_softmax(LOGITS)
+    want = [-lp_shift[0, 0], -lp_shift[1, 2], 0.5 * -lp[2].mean(), 0.5 * -lp[3].mean()]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # Without outlier exposure (weight 0) the known rows are plain sparse cross-entropy.
+    plain = OE.open_set_loss(0.0)(tf.constant(LABELS[:2]), tf.constant(LOGITS[:2])).numpy()
+    np.testing.assert_allclose(plain, [-lp[0, 0], -lp[1, 2]], rtol=1e-6)
