@@ -64,6 +64,9 @@ class CalibrationInputs:
     files: list[str] = field(default_factory=list)
     role_counts: dict[str, int] = field(default_factory=dict)
     identities: list[str] = field(default_factory=list)
+    skipped_people: list[str] = field(default_factory=list)
+    """People left out: phase 1 trained on them (outlier exposure)."""
+    skipped_faces: int = 0
 
 
 @dataclass
@@ -221,9 +224,10 @@ def calibrate_arrays(
 
 
 def read_calib_split(
-    calib_files: Sequence[str] | str, input_size: int
+    calib_files: Sequence[str] | str, input_size: int, skip_people: Sequence[str] = ()
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, CalibrationInputs]:
-    """Decode every calib face: (images, labels, is_known, what was read)."""
+    """Decode the calib faces but those of `skip_people`: (images, labels, is_known, what was
+    read)."""
     import tensorflow as tf
 
     from components import data
@@ -233,6 +237,7 @@ def read_calib_split(
     spec[F.IDENTITY_KEY] = tf.io.FixedLenFeature([], tf.string, default_value=b"")
     files = data.expand_patterns(calib_files)
     images, labels, is_known, roles, identities = [], [], [], {}, set()
+    skip, skipped = set(skip_people), 0
     for path in files:
         # ImportExampleGen writes GZIP files, ingest writes plain ones.
         records = tf.data.TFRecordDataset(
@@ -240,13 +245,23 @@ def read_calib_split(
         )
         for raw in records:
             ex = tf.io.parse_single_example(raw, spec)
+            identity = ex[F.IDENTITY_KEY].numpy().decode()
+            if identity in skip:
+                skipped += 1
+                continue
             role = ex[F.ROLE_KEY].numpy().decode()
             roles[role] = roles.get(role, 0) + 1
-            identities.add(ex[F.IDENTITY_KEY].numpy().decode())
+            identities.add(identity)
             images.append(decode_and_resize(ex[F.IMAGE_KEY], input_size).numpy())
             labels.append(int(ex[F.LABEL_KEY]))
             is_known.append(int(ex[F.IS_KNOWN_KEY]))
-    inputs = CalibrationInputs(files=list(files), role_counts=roles, identities=sorted(identities))
+    inputs = CalibrationInputs(
+        files=list(files),
+        role_counts=roles,
+        identities=sorted(identities),
+        skipped_people=sorted(skip),
+        skipped_faces=skipped,
+    )
     if roles.get(F.ROLE_UNKNOWN_UNKNOWN):
         raise CalibrationError(
             f"the calib split holds {roles[F.ROLE_UNKNOWN_UNKNOWN]} unknown-unknown face(s); "
@@ -269,9 +284,11 @@ def calibrate(
     input_size: int,
     cfg: CalibrationConfig | None = None,
     batch_size: int = 32,
+    skip_people: Sequence[str] = (),
 ) -> CalibrationResult:
-    """Run the trained Keras model on the calib split and fit temperature and threshold."""
-    images, labels, is_known, inputs = read_calib_split(calib_files, input_size)
+    """Run the trained Keras model on the calib split and fit temperature and threshold,
+    without the faces of `skip_people` (the outlier-exposure people phase 1 trained on)."""
+    images, labels, is_known, inputs = read_calib_split(calib_files, input_size, skip_people)
     out = model.predict(images, batch_size=batch_size, verbose=0)
     result = calibrate_arrays(out[F.OUTPUT_LOGITS], labels, out[F.OUTPUT_KNOWN_PROB], is_known, cfg)
     result.inputs = inputs

@@ -14,6 +14,7 @@ FEATURE_SPEC = {
     F.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
     F.IS_KNOWN_KEY: tf.io.FixedLenFeature([], tf.int64),
     F.ROLE_KEY: tf.io.FixedLenFeature([], tf.string),
+    F.IDENTITY_KEY: tf.io.FixedLenFeature([], tf.string, default_value=b""),
 }
 
 
@@ -50,16 +51,31 @@ def image_dataset(
     input_size: int,
     roles: Sequence[str] | None = None,
     label_key: str = F.LABEL_KEY,
+    exclude_identities: Sequence[str] = (),
 ) -> tf.data.Dataset:
-    """Unbatched (image float32 0..255, label int64) pairs, optionally only the given roles."""
+    """Unbatched (image float32 0..255, label int64) pairs, optionally only the given roles
+    and without the faces of the given people."""
     ds = read_examples(patterns)
     if roles is not None:
         wanted = tf.constant(list(roles))
         ds = ds.filter(lambda ex: tf.reduce_any(tf.equal(ex[F.ROLE_KEY], wanted)))
+    if exclude_identities:
+        excluded = tf.constant(list(exclude_identities))
+        ds = ds.filter(lambda ex: ~tf.reduce_any(tf.equal(ex[F.IDENTITY_KEY], excluded)))
     return ds.map(
         lambda ex: (decode_and_resize(ex[F.IMAGE_KEY], input_size), ex[label_key]),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
+
+
+def identities(patterns: Sequence[str] | str, role: str) -> list[str]:
+    """Sorted distinct identities of one role in the given files."""
+    found = {
+        ex[F.IDENTITY_KEY].numpy().decode()
+        for ex in read_examples(patterns)
+        if ex[F.ROLE_KEY].numpy().decode() == role
+    }
+    return sorted(found)
 
 
 def augment(image: tf.Tensor) -> tf.Tensor:

@@ -29,12 +29,19 @@ def run_fn(fn_args) -> None:
     cal_cfg = calibration.CalibrationConfig.from_dict(custom.get(CALIBRATION_CONFIG))
     result = training.train(len(labels), fn_args.train_files, fn_args.eval_files, cfg)
     w, b = result.certainty_weights
-    # Temperature and threshold from the calib split only: the test split stays unseen.
+    # Temperature and threshold from the calib split only: the test split stays unseen, and
+    # so do the outlier-exposure people (phase 1 flattened them: they would set the bar low).
     cal = calibration.calibrate(
-        result.model, fn_args.eval_files, cfg.input_size, cal_cfg, batch_size=cfg.batch_size
+        result.model,
+        fn_args.eval_files,
+        cfg.input_size,
+        cal_cfg,
+        batch_size=cfg.batch_size,
+        skip_people=result.outlier_people,
     )
     extra = {
         "certainty": {"weight": w, "bias": b},
+        "outlier_exposure_people": result.outlier_people,
         "train_config": cfg.to_dict(),
         "calibration": cal.to_dict(),
     }

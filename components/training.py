@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -56,6 +57,10 @@ class TrainConfig:
     """Phase 1 also sees known-unknown train faces, their logits pushed toward uniform."""
     outlier_exposure_weight: float = 0.5
     """Weight of the outlier-exposure loss against the identity cross-entropy."""
+    outlier_exposure_share: float = 0.5
+    """Share of the known-unknown people phase 1 sees as outliers. The others stay unseen by
+    phase 1: their faces train the certainty neuron and set the threshold, which would not
+    transfer to never-seen people if phase 1 had flattened them (docs/QUALITY.md)."""
     verbose: int = 2
 
     @classmethod
@@ -73,6 +78,32 @@ class TrainResult:
     phase1_history: dict
     phase2_history: dict
     certainty_weights: tuple[float, float]
+    outlier_people: list[str] = field(default_factory=list)
+    """Known-unknown people phase 1 trained on (outlier exposure); calibration skips them."""
+
+
+def split_outlier_people(train_files: Sequence[str], cfg: TrainConfig) -> list[str]:
+    """The known-unknown people phase 1 uses for outlier exposure (seeded, by identity).
+
+    At least one person goes to each side: outlier exposure needs someone to flatten, the
+    certainty neuron and the threshold need someone phase 1 never saw.
+    """
+    if not cfg.outlier_exposure:
+        return []
+    people = data.identities(train_files, F.ROLE_KNOWN_UNKNOWN)
+    if len(people) < 2:
+        raise ValueError(
+            f"outlier exposure needs at least 2 known-unknown people in the train split (one "
+            f"for phase 1, one held out for the certainty neuron and threshold), got {people}"
+        )
+    if not 0.0 < cfg.outlier_exposure_share < 1.0:
+        raise ValueError(
+            f"outlier_exposure_share must be in (0, 1), got {cfg.outlier_exposure_share}"
+        )
+    n = min(len(people) - 1, max(1, round(cfg.outlier_exposure_share * len(people))))
+    shuffled = people[:]
+    random.Random(cfg.seed).shuffle(shuffled)
+    return sorted(shuffled[:n])
 
 
 def train_identity(
@@ -80,8 +111,10 @@ def train_identity(
     train_files: Sequence[str],
     val_files: Sequence[str] | None,
     cfg: TrainConfig,
+    outlier_people: Sequence[str] = (),
 ) -> dict:
-    """Phase 1: fit the logits on known faces; returns the Keras history."""
+    """Phase 1: fit the logits on known faces (and the outlier people's faces, if any);
+    returns the Keras history."""
     M.set_phase1_trainable(model, cfg.weights)
     clf = M.logits_model(model)
     # Outlier exposure: known-unknown faces (label -1) join phase 1 with their own loss.
@@ -90,7 +123,14 @@ def train_identity(
     oe_weight = cfg.outlier_exposure_weight if cfg.outlier_exposure else 0.0
     loss = outlier_exposure.open_set_loss(oe_weight, margin=margin)
     accuracy = outlier_exposure.KnownAccuracy(name="accuracy")
-    known = data.image_dataset(train_files, cfg.input_size, roles=phase1_roles)
+    held_out = (
+        sorted(set(data.identities(train_files, F.ROLE_KNOWN_UNKNOWN)) - set(outlier_people))
+        if cfg.outlier_exposure
+        else []
+    )
+    known = data.image_dataset(
+        train_files, cfg.input_size, roles=phase1_roles, exclude_identities=held_out
+    )
     steps_per_epoch = max(1, math.ceil(count_examples(known) / cfg.batch_size))
     # Cosine decay to zero: the last epochs settle instead of bouncing between minima.
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -128,15 +168,20 @@ def max_logits(model: keras.Model, ds: tf.data.Dataset, batch_size: int) -> np.n
 
 
 def train_certainty(
-    model: keras.Model, train_files: Sequence[str], cfg: TrainConfig
+    model: keras.Model,
+    train_files: Sequence[str],
+    cfg: TrainConfig,
+    outlier_people: Sequence[str] = (),
 ) -> tuple[dict, tuple[float, float]]:
-    """Phase 2: fit Dense(1, sigmoid) on max logits, known (1) vs known-unknown (0)."""
+    """Phase 2: fit Dense(1, sigmoid) on max logits, known (1) vs known-unknown (0), leaving
+    out the people phase 1 used for outlier exposure."""
     M.set_phase2_trainable(model)
     images = data.image_dataset(
         train_files,
         cfg.input_size,
         roles=[F.ROLE_KNOWN, F.ROLE_KNOWN_UNKNOWN],
         label_key=F.IS_KNOWN_KEY,
+        exclude_identities=outlier_people,
     ).cache()
     x = max_logits(model, images.map(lambda img, _: img), cfg.batch_size)
     y = np.fromiter((int(v) for _, v in images.as_numpy_iterator()), dtype=np.float32)
@@ -199,6 +244,15 @@ def train(
             logit_scale=cfg.logit_scale,
         )
     )
-    h1 = train_identity(model, train_files, val_files, cfg)
-    h2, wb = train_certainty(model, train_files, cfg)
-    return TrainResult(model=model, phase1_history=h1, phase2_history=h2, certainty_weights=wb)
+    outlier_people = split_outlier_people(train_files, cfg)
+    if outlier_people:
+        log.info("outlier exposure on the train faces of %s", ", ".join(outlier_people))
+    h1 = train_identity(model, train_files, val_files, cfg, outlier_people)
+    h2, wb = train_certainty(model, train_files, cfg, outlier_people)
+    return TrainResult(
+        model=model,
+        phase1_history=h1,
+        phase2_history=h2,
+        certainty_weights=wb,
+        outlier_people=outlier_people,
+    )

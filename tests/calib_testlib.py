@@ -52,7 +52,11 @@ class TinyRun:
     calib_reads: list  # patterns the calibration was asked to read
 
 
-def build(root: Path, monkeypatch_calls: list | None = None) -> TinyRun:
+def build(
+    root: Path,
+    monkeypatch_calls: list | None = None,
+    train_config: training.TrainConfig = TINY,
+) -> TinyRun:
     """Ingest synthetic faces and run the Trainer's run_fn on them."""
     from components import calibration, trainer
     from pipeline.ingest import SplitSpec, ingest
@@ -68,14 +72,14 @@ def build(root: Path, monkeypatch_calls: list | None = None) -> TinyRun:
     calls: list = [] if monkeypatch_calls is None else monkeypatch_calls
     original = calibration.read_calib_split
 
-    def spy(patterns, input_size):
+    def spy(patterns, input_size, skip_people=()):
         calls.append(list(patterns) if not isinstance(patterns, str) else [patterns])
-        return original(patterns, input_size)
+        return original(patterns, input_size, skip_people)
 
     calibration.read_calib_split = spy
     try:
         fn_args = SimpleNamespace(
-            custom_config={"labels": result.labels, "train_config": TINY.to_dict()},
+            custom_config={"labels": result.labels, "train_config": train_config.to_dict()},
             train_files=[str(data_dir / "train" / "*")],
             eval_files=[str(data_dir / "calib" / "*")],
             serving_model_dir=str(root / "model" / "Format-Serving"),
