@@ -111,10 +111,10 @@ def train_identity(
     train_files: Sequence[str],
     val_files: Sequence[str] | None,
     cfg: TrainConfig,
-    outlier_people: Sequence[str] = (),
+    outlier_people: Sequence[str] | None = None,
 ) -> dict:
     """Phase 1: fit the logits on known faces (and the outlier people's faces, if any);
-    returns the Keras history."""
+    returns the Keras history. `outlier_people` defaults to `split_outlier_people`."""
     M.set_phase1_trainable(model, cfg.weights)
     clf = M.logits_model(model)
     # Outlier exposure: known-unknown faces (label -1) join phase 1 with their own loss.
@@ -123,6 +123,8 @@ def train_identity(
     oe_weight = cfg.outlier_exposure_weight if cfg.outlier_exposure else 0.0
     loss = outlier_exposure.open_set_loss(oe_weight, margin=margin)
     accuracy = outlier_exposure.KnownAccuracy(name="accuracy")
+    if outlier_people is None:
+        outlier_people = split_outlier_people(train_files, cfg)
     held_out = (
         sorted(set(data.identities(train_files, F.ROLE_KNOWN_UNKNOWN)) - set(outlier_people))
         if cfg.outlier_exposure
@@ -171,11 +173,13 @@ def train_certainty(
     model: keras.Model,
     train_files: Sequence[str],
     cfg: TrainConfig,
-    outlier_people: Sequence[str] = (),
+    outlier_people: Sequence[str] | None = None,
 ) -> tuple[dict, tuple[float, float]]:
     """Phase 2: fit Dense(1, sigmoid) on max logits, known (1) vs known-unknown (0), leaving
     out the people phase 1 used for outlier exposure."""
     M.set_phase2_trainable(model)
+    if outlier_people is None:
+        outlier_people = split_outlier_people(train_files, cfg)
     images = data.image_dataset(
         train_files,
         cfg.input_size,
