@@ -138,6 +138,10 @@ def headline_rows(report) -> list[tuple[str, str]]:
         ("FPR at 95% TPR of P(known)", _f(neuron["fpr_at_95_tpr"])),
         ("OSCR (area)", _f(neuron["oscr"])),
         ("ECE of P(known), 15 bins", _f(r["known_ece"])),
+        (
+            "ECE of the best sigmoid of the max logit (fitted on test: a floor)",
+            _f(r.get("known_ece_best_sigmoid")),
+        ),
         ("Brier score of P(known)", _f(r["known_brier"])),
         (
             "ECE of identity_probs, before -> after temperature",

@@ -100,3 +100,33 @@ def test_facegate_report_prints_the_figures(built, tmp_path):
     assert str((out / R.REPORT_HTML).resolve()) in result.output.replace("\n", "")
     missing = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert missing.exit_code != 0 and "neither a report folder" in missing.output
+
+
+def test_best_sigmoid_ece_is_the_ece_of_the_max_likelihood_sigmoid():
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(4)
+    x = np.r_[rng.normal(12.0, 3.0, 60), rng.normal(6.0, 4.0, 90)]  # max logits
+    y = np.r_[np.ones(60), np.zeros(90)]
+
+    def nll(ab):
+        z = ab[0] * x + ab[1]
+        return np.sum(np.logaddexp(0, z) - y * z)
+
+    a, b = minimize(nll, [0.1, 0.0], method="Nelder-Mead", options={"xatol": 1e-8}).x
+    want = open_set.ece(1 / (1 + np.exp(-(a * x + b))), y)
+    assert R.best_sigmoid_ece(x, y) == pytest.approx(want, abs=2e-3)
+    # Scores drawn from a logistic model are calibrated by their own best sigmoid.
+    xs = rng.normal(0, 2, 20000)
+    ys = rng.uniform(size=xs.size) < 1 / (1 + np.exp(-(1.5 * xs - 0.5)))
+    assert R.best_sigmoid_ece(xs, ys) < 0.02
+
+
+def test_report_names_the_best_sigmoid_floor(built):
+    report, _ = built
+    assert 0.0 <= report.known_ece_best_sigmoid <= 1.0
+    from components.report_render import headline_rows
+
+    rows = dict(headline_rows(report))
+    key = "ECE of the best sigmoid of the max logit (fitted on test: a floor)"
+    assert rows[key] == f"{report.known_ece_best_sigmoid:.3f}"
