@@ -129,13 +129,18 @@ def _logit(p: np.ndarray) -> np.ndarray:
 def threshold_for_far(unknown_scores: np.ndarray, target_far: float) -> float:
     """P(known) threshold whose expected false-accept rate on unknown people is target_far.
 
-    The (1 - target) quantile of their scores, linearly interpolated between order statistics
-    on the logit scale (P(known) saturates near 1, where probabilities bunch together).
+    A new unknown face exceeds the k-th lowest of n unknown scores with probability
+    (n + 1 - k) / (n + 1), so the unbiased order statistic is k = (1 - target) * (n + 1): the
+    Weibull plotting position, interpolated between order statistics on the logit scale
+    (P(known) saturates near 1, where probabilities bunch together). The "linear" quantile it
+    replaces sits at k = 1 + (1 - target) * (n - 1): with 16 faces its expected false-accept
+    rate is 10% for a 5% target. With n < 1 / target - 1 faces no order statistic is that
+    strict and the highest score is taken (expected rate 1 / (n + 1)).
     """
     scores = np.asarray(unknown_scores, np.float64).reshape(-1)
     if len(scores) == 0:
         raise CalibrationError("no known-unknown calib faces to place the threshold on")
-    q = float(np.quantile(_logit(scores), 1.0 - target_far, method="linear"))
+    q = float(np.quantile(_logit(scores), 1.0 - target_far, method="weibull"))
     return float(1.0 / (1.0 + math.exp(-q)))
 
 
@@ -167,12 +172,13 @@ def calibrate_arrays(
         )
     if np.any(labels[known] < 0) or np.any(labels[known] >= logits.shape[1]):
         raise CalibrationError("known calib faces carry labels outside the model's classes")
-    if 1.0 / n_unknown > cfg.target_far:
+    if 1.0 / (n_unknown + 1) > cfg.target_far:
         log.warning(
-            "only %d known-unknown calib faces: the calib false-accept rate moves in steps of "
-            "%.3f, coarser than the %.3f target; the threshold is an interpolated quantile",
+            "only %d known-unknown calib faces: even the highest of their scores lets through "
+            "an expected %.3f of unknown people, more than the %.3f target; the threshold is "
+            "that highest score",
             n_unknown,
-            1.0 / n_unknown,
+            1.0 / (n_unknown + 1),
             cfg.target_far,
         )
     k_logits, k_labels = logits[known], labels[known]

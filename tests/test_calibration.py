@@ -33,15 +33,29 @@ def test_fit_temperature_matches_a_brute_force_nll_minimum():
     assert fitted == pytest.approx(2.5, rel=0.1)
 
 
-def test_threshold_is_the_interpolated_quantile_of_unknown_scores():
+def test_threshold_is_the_weibull_quantile_of_unknown_scores():
     scores = _sigmoid(np.linspace(-5, 5, 21))  # logits -5, -4.5, ..., 5
     t = C.threshold_for_far(scores, 0.05)
-    # Position 0.95 * 20 = 19: exactly the 20th order statistic, logit 4.5.
-    assert t == pytest.approx(_sigmoid(4.5))
-    assert open_set.false_accept_rate(scores, t) == pytest.approx(2 / 21)
-    # Between order statistics: interpolated on the logit scale.
-    t10 = C.threshold_for_far(scores, 0.125)  # position 17.5 -> logit 3.75
-    assert t10 == pytest.approx(_sigmoid(3.75))
+    # Order statistic k = 0.95 * (21 + 1) = 20.9: 90% of the way from logit 4.5 to 5.0.
+    assert t == pytest.approx(_sigmoid(4.95))
+    assert open_set.false_accept_rate(scores, t) == pytest.approx(1 / 21)
+    t10 = C.threshold_for_far(scores, 0.125)  # k = 0.875 * 22 = 19.25 -> logit 4.125
+    assert t10 == pytest.approx(_sigmoid(4.125))
+    # Too few faces for the target: the highest score.
+    assert C.threshold_for_far(scores[:10], 0.05) == pytest.approx(scores[9])
+
+
+@pytest.mark.parametrize("n, expected_far", [(99, 0.05), (16, 1 / 17)])
+def test_threshold_lets_through_the_target_share_of_new_unknown_faces(n, expected_far):
+    from scipy.stats import norm
+
+    # Unknown faces' P(known) logits ~ N(0, 1): a new face passes with probability 1 - Phi(t).
+    rng = np.random.default_rng(5)
+    far = [
+        norm.sf(C._logit(C.threshold_for_far(_sigmoid(rng.normal(size=n)), 0.05)))
+        for _ in range(3000)
+    ]
+    assert np.mean(far) == pytest.approx(expected_far, abs=0.004)
 
 
 def _calib_arrays(n_known=12, n_unknown=12):
