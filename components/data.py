@@ -93,14 +93,44 @@ def augment(image: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
+def add_mixed_outliers(
+    images: tf.Tensor, labels: tf.Tensor, share: float
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Append blends of two different known people's faces to a batch, labelled -1 (outlier).
+
+    A half-and-half blend of two aligned faces is a face of neither person: phase 1 learns to
+    keep every logit low on it, as outlier exposure does with real strangers, without spending
+    any known-unknown person (they stay unseen for the certainty neuron and the threshold).
+    Up to ceil(share * batch) blends; pairs of the same person or with an outlier are dropped.
+    """
+    n = tf.shape(images)[0]
+    partner = tf.random.shuffle(tf.range(n))
+    mix = tf.random.uniform([n, 1, 1, 1], 0.4, 0.6)
+    blended = mix * images + (1.0 - mix) * tf.gather(images, partner)
+    other = tf.gather(labels, partner)
+    keep = (labels != other) & (labels >= 0) & (other >= 0)
+    limit = tf.cast(tf.math.ceil(share * tf.cast(n, tf.float32)), tf.int32)
+    blended = tf.boolean_mask(blended, keep)[:limit]
+    outliers = tf.fill([tf.shape(blended)[0]], tf.constant(-1, labels.dtype))
+    return tf.concat([images, blended], 0), tf.concat([labels, outliers], 0)
+
+
 def training_batches(
-    ds: tf.data.Dataset, batch_size: int, seed: int, with_augmentation: bool = True
+    ds: tf.data.Dataset,
+    batch_size: int,
+    seed: int,
+    with_augmentation: bool = True,
+    mixed_outlier_share: float = 0.0,
 ) -> tf.data.Dataset:
-    """Cache decoded images, then shuffle, augment and batch each epoch."""
+    """Cache decoded images, then shuffle, augment and batch each epoch (with mixed-identity
+    outliers appended to each batch when `mixed_outlier_share` > 0)."""
     ds = ds.cache().shuffle(2048, seed=seed, reshuffle_each_iteration=True)
     if with_augmentation:
         ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if mixed_outlier_share > 0:
+        ds = ds.map(lambda x, y: add_mixed_outliers(x, y, mixed_outlier_share))
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def eval_batches(ds: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:

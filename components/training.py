@@ -56,7 +56,12 @@ class TrainConfig:
     outlier_exposure: bool = False
     """Phase 1 also sees known-unknown train faces, their logits pushed toward uniform."""
     outlier_exposure_weight: float = 0.5
-    """Weight of the outlier-exposure loss against the identity cross-entropy."""
+    """Weight of the outlier-exposure loss (real or mixed outliers) against the identity
+    cross-entropy."""
+    mixed_outliers: float = 0.0
+    """Phase 1 appends to each batch up to this share of its size in blends of two different
+    known people's faces, as outliers (uniform target): outlier exposure that spends no
+    known-unknown person (components.data.add_mixed_outliers). 0 turns it off."""
     outlier_exposure_share: float = 0.5
     """Share of the known-unknown people phase 1 sees as outliers. The others stay unseen by
     phase 1: their faces train the certainty neuron and set the threshold, which would not
@@ -120,7 +125,8 @@ def train_identity(
     # Outlier exposure: known-unknown faces (label -1) join phase 1 with their own loss.
     phase1_roles = [F.ROLE_KNOWN, F.ROLE_KNOWN_UNKNOWN] if cfg.outlier_exposure else [F.ROLE_KNOWN]
     margin = cfg.logit_scale * cfg.cosine_margin if cfg.head == "cosine" else 0.0
-    oe_weight = cfg.outlier_exposure_weight if cfg.outlier_exposure else 0.0
+    uses_outliers = cfg.outlier_exposure or cfg.mixed_outliers > 0
+    oe_weight = cfg.outlier_exposure_weight if uses_outliers else 0.0
     loss = outlier_exposure.open_set_loss(oe_weight, margin=margin)
     accuracy = outlier_exposure.KnownAccuracy(name="accuracy")
     if outlier_people is None:
@@ -148,6 +154,7 @@ def train_identity(
         cfg.batch_size,
         cfg.seed,
         with_augmentation=cfg.augment,
+        mixed_outlier_share=cfg.mixed_outliers,
     )
     val = None
     if val_files:

@@ -75,6 +75,13 @@ _train_options = [
         help="Phase 1 also pushes known-unknown train faces toward a uniform softmax.",
     ),
     click.option(
+        "--mixed-outliers",
+        type=click.FloatRange(0.0, 1.0),
+        default=None,
+        help="Phase 1 adds blends of two known people's faces as outliers, up to this share of "
+        "each batch (0 = off).",
+    ),
+    click.option(
         "--target-far",
         type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
         default=CalibrationConfig().target_far,
@@ -122,7 +129,7 @@ def _train_config(opts: dict, seed: int):
     from components.training import TrainConfig
 
     values = {"input_size": opts["input_size"], "weights": opts["weights"], "seed": seed}
-    for key in ("epochs", "batch_size", "learning_rate", "head"):
+    for key in ("epochs", "batch_size", "learning_rate", "head", "mixed_outliers"):
         if opts[key] is not None:
             values[key] = opts[key]
     if opts["outlier_exposure"]:

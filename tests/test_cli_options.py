@@ -29,7 +29,7 @@ def test_calibration_blessing_and_model_options_reach_the_pipeline(captured, tmp
     args = [
         "run", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
         "--target-far", "0.1", "--max-ece", "0.08", "--head", "cosine",
-        "--outlier-exposure", "--epochs", "3",
+        "--outlier-exposure", "--epochs", "3", "--mixed-outliers", "0.25",
     ]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert isinstance(result.exception, _Captured), result.output
@@ -37,6 +37,7 @@ def test_calibration_blessing_and_model_options_reach_the_pipeline(captured, tmp
     assert captured["thresholds"].max_known_ece == 0.08
     cfg = captured["train_config"]
     assert (cfg.head, cfg.outlier_exposure, cfg.epochs) == ("cosine", True, 3)
+    assert cfg.mixed_outliers == 0.25
 
 
 def test_defaults_leave_the_configs_at_their_defaults(captured, tmp_path):
@@ -48,6 +49,7 @@ def test_defaults_leave_the_configs_at_their_defaults(captured, tmp_path):
     assert captured["calibration_config"]["target_far"] == 0.05
     cfg = captured["train_config"]
     assert (cfg.head, cfg.outlier_exposure) == (TrainConfig().head, False)
+    assert cfg.mixed_outliers == TrainConfig().mixed_outliers
 
 
 @pytest.mark.parametrize("far", ["0", "1", "1.5", "-0.1"])

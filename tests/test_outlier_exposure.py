@@ -50,3 +50,44 @@ def test_margin_is_taken_off_the_true_logit_of_known_faces_only():
     # Without outlier exposure (weight 0) the known rows are plain sparse cross-entropy.
     plain = OE.open_set_loss(0.0)(tf.constant(LABELS[:2]), tf.constant(LOGITS[:2])).numpy()
     np.testing.assert_allclose(plain, [-lp[0, 0], -lp[1, 2]], rtol=1e-6)
+
+
+def test_mixed_outliers_are_blends_of_two_different_known_people():
+    from components.data import add_mixed_outliers
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, size=(8, 4, 4, 3)).astype(np.float32)
+    labels = np.array([0, 0, 1, 1, 2, 2, -1, 3])
+    tf.random.set_seed(3)
+    out_images, out_labels = add_mixed_outliers(tf.constant(images), tf.constant(labels), 0.5)
+    out_images, out_labels = out_images.numpy(), out_labels.numpy()
+    # The batch itself is untouched; at most ceil(0.5 * 8) = 4 blends follow it, all labelled -1.
+    np.testing.assert_array_equal(out_images[:8], images)
+    np.testing.assert_array_equal(out_labels[:8], labels)
+    blends = out_images[8:]
+    assert 1 <= len(blends) <= 4
+    assert np.all(out_labels[8:] == -1)
+    # Each blend is mix * a + (1 - mix) * b, mix in [0.4, 0.6], for two faces of different
+    # known people: solve for (a, b, mix) by least squares over every pair.
+    flat = images.reshape(8, -1)
+    for blend in blends.reshape(len(blends), -1):
+        best = None
+        for i in range(8):
+            for j in range(8):
+                if i == j:
+                    continue
+                d = flat[i] - flat[j]
+                mix = float(np.dot(blend - flat[j], d) / np.dot(d, d))
+                err = float(np.abs(mix * flat[i] + (1 - mix) * flat[j] - blend).max())
+                if best is None or err < best[0]:
+                    best = (err, i, j, mix)
+        err, i, j, mix = best
+        assert err < 1e-3
+        assert 0.4 - 1e-6 <= mix <= 0.6 + 1e-6
+        assert labels[i] >= 0 and labels[j] >= 0 and labels[i] != labels[j]
+
+
+def test_mixed_outliers_off_by_default_and_independent_of_outlier_exposure():
+    cfg = TrainConfig.from_dict({"mixed_outliers": 0.5})
+    assert cfg.outlier_exposure is False and cfg.mixed_outliers == 0.5
+    assert TrainConfig().mixed_outliers == 0.0
