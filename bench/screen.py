@@ -47,21 +47,19 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def screen(faces: Path, out: Path, seed: int, name: str, overrides: dict) -> dict:
-    import tensorflow as tf
-
     from components import baselines as B
     from components import features as F
     from components import model as M
     from components import open_set
     from components.report import load_split
-    from components.training import TrainConfig, train_identity
+    from components.training import TrainConfig, seed_everything, train_identity
     from pipeline.ingest import SplitSpec, ingest_if_changed
 
     root = out / f"seed{seed}"
     spec = SplitSpec(num_known=24, num_known_unknown=8, seed=seed)
     result, _ = ingest_if_changed(faces, root / "data", spec)
     cfg = TrainConfig(seed=seed, verbose=0, **overrides)
-    tf.random.set_seed(seed)
+    seed_everything(cfg)
     model = M.build_model(
         M.ModelSpec(
             num_classes=len(result.labels),

@@ -66,6 +66,12 @@ class TrainConfig:
     """Share of the known-unknown people phase 1 sees as outliers. The others stay unseen by
     phase 1: their faces train the certainty neuron and set the threshold, which would not
     transfer to never-seen people if phase 1 had flattened them (docs/QUALITY.md)."""
+    deterministic: bool = True
+    """Deterministic TensorFlow ops (tf.config.experimental.enable_op_determinism): the same
+    seed and data give the same model bit for bit on the same machine. Without it, oneDNN's
+    threaded reductions and tf.data's parallel maps make two runs of one seed differ (logits
+    apart by 0.09 after 3 short epochs). Costs about 1.16x the phase-1 time on 2 CPU cores
+    (docs/BENCHMARKS.md)."""
     verbose: int = 2
 
     @classmethod
@@ -85,6 +91,18 @@ class TrainResult:
     certainty_weights: tuple[float, float]
     outlier_people: list[str] = field(default_factory=list)
     """Known-unknown people phase 1 trained on (outlier exposure); calibration skips them."""
+
+
+def seed_everything(cfg: TrainConfig) -> None:
+    """Seed TensorFlow's global generator and, if asked, make its ops deterministic.
+
+    Op determinism is a process-wide switch that stays on once set (TensorFlow has no public
+    way to turn it off); everything after training in the same process runs deterministic ops
+    too, which only costs determinism-less GPU kernels, not used here.
+    """
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    tf.random.set_seed(cfg.seed)
 
 
 def split_outlier_people(train_files: Sequence[str], cfg: TrainConfig) -> list[str]:
@@ -243,7 +261,7 @@ def train(
     cfg: TrainConfig,
 ) -> TrainResult:
     """Build the model and run both phases."""
-    tf.random.set_seed(cfg.seed)
+    seed_everything(cfg)
     model = M.build_model(
         M.ModelSpec(
             num_classes=num_classes,
