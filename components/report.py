@@ -106,8 +106,12 @@ class Report:
     """ECE of P(known), 15 bins, known vs unknown-unknown test faces."""
     known_brier: float
     known_ece_best_sigmoid: float
-    """Diagnostic: ECE of the sigmoid of the max logit fitted to these test faces themselves, a
-    floor no calibration of the one-neuron certainty head can beat on this split."""
+    """Diagnostic: ECE of the sigmoid of the max logit fitted (max likelihood) to these test faces
+    themselves: about the best the one-neuron certainty head can do on this split. Not a strict
+    floor: the fit minimises NLL, not ECE, and ECE is noisy (`known_ece_if_calibrated`)."""
+    known_ece_if_calibrated: float
+    """Diagnostic: expected ECE of these P(known) values were they perfectly calibrated (labels
+    drawn from them): the estimator's sampling noise on this many faces."""
     identity_ece_before: float
     """Top-label ECE of identity_probs on known test faces at temperature 1."""
     identity_ece_after: float
@@ -198,6 +202,7 @@ def compute_report(
         known_ece=open_set.ece(known_prob, known),
         known_brier=open_set.brier(known_prob, known),
         known_ece_best_sigmoid=best_sigmoid_ece(logits.max(axis=1), known),
+        known_ece_if_calibrated=open_set.ece_if_calibrated(known_prob),
         identity_ece_before=open_set.top_label_ece(before, k_labels),
         identity_ece_after=open_set.top_label_ece(after, k_labels),
         identity_nll_before=_nll(before, k_labels),

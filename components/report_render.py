@@ -139,8 +139,12 @@ def headline_rows(report) -> list[tuple[str, str]]:
         ("OSCR (area)", _f(neuron["oscr"])),
         ("ECE of P(known), 15 bins", _f(r["known_ece"])),
         (
-            "ECE of the best sigmoid of the max logit (fitted on test: a floor)",
+            "ECE of the best sigmoid of the max logit (fitted on test, diagnostic)",
             _f(r.get("known_ece_best_sigmoid")),
+        ),
+        (
+            "ECE expected from sampling noise alone (P(known) perfectly calibrated)",
+            _f(r.get("known_ece_if_calibrated")),
         ),
         ("Brier score of P(known)", _f(r["known_brier"])),
         (

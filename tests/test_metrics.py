@@ -118,6 +118,24 @@ def _our_computations() -> dict[str, metric_types.MetricComputation]:
     return out
 
 
+def test_ece_if_calibrated_is_the_binomial_expectation():
+    # All faces at p = 0.5 share one bin, so ECE = |k/n - 0.5| with k ~ Binomial(n, 0.5):
+    # its exact expectation is a finite sum over the binomial pmf.
+    from scipy.stats import binom
+
+    n = 40
+    k = np.arange(n + 1)
+    want = float(np.sum(binom.pmf(k, n, 0.5) * np.abs(k / n - 0.5)))
+    got = open_set.ece_if_calibrated(np.full(n, 0.5), num_draws=20000, seed=1)
+    assert got == pytest.approx(want, abs=0.003)
+    # Certain probabilities leave no room for noise; more faces leave less.
+    assert open_set.ece_if_calibrated(np.r_[np.zeros(20), np.ones(20)]) == 0.0
+    spread = np.random.default_rng(3).uniform(0, 1, 2000)
+    assert open_set.ece_if_calibrated(spread, num_draws=200) < open_set.ece_if_calibrated(
+        spread[:100], num_draws=200
+    )
+
+
 def test_eval_config_names_every_custom_metric():
     comps = _our_computations()
     assert set(comps) == {M.ECE_NAME, M.BRIER_NAME, M.FPR_AT_TPR_NAME, M.OSCR_NAME}

@@ -128,5 +128,5 @@ def test_report_names_the_best_sigmoid_floor(built):
     from components.report_render import headline_rows
 
     rows = dict(headline_rows(report))
-    key = "ECE of the best sigmoid of the max logit (fitted on test: a floor)"
+    key = "ECE of the best sigmoid of the max logit (fitted on test, diagnostic)"
     assert rows[key] == f"{report.known_ece_best_sigmoid:.3f}"
