@@ -58,10 +58,11 @@ class TrainConfig:
     outlier_exposure_weight: float = 0.5
     """Weight of the outlier-exposure loss (real or mixed outliers) against the identity
     cross-entropy."""
-    mixed_outliers: float = 0.0
+    mixed_outliers: float = 0.5
     """Phase 1 appends to each batch up to this share of its size in blends of two different
     known people's faces, as outliers (uniform target): outlier exposure that spends no
-    known-unknown person (components.data.add_mixed_outliers). 0 turns it off."""
+    known-unknown person (components.data.add_mixed_outliers). 0 turns it off. On ORL it
+    lifts the max-logit AUROC on never-seen people from ~0.8 to ~0.9 (docs/QUALITY.md)."""
     outlier_exposure_share: float = 0.5
     """Share of the known-unknown people phase 1 sees as outliers. The others stay unseen by
     phase 1: their faces train the certainty neuron and set the threshold, which would not

@@ -79,7 +79,7 @@ _train_options = [
         type=click.FloatRange(0.0, 1.0),
         default=None,
         help="Phase 1 adds blends of two known people's faces as outliers, up to this share of "
-        "each batch (0 = off).",
+        "each batch (default 0.5; 0 = off).",
     ),
     click.option(
         "--target-far",

@@ -87,7 +87,6 @@ def test_mixed_outliers_are_blends_of_two_different_known_people():
         assert labels[i] >= 0 and labels[j] >= 0 and labels[i] != labels[j]
 
 
-def test_mixed_outliers_off_by_default_and_independent_of_outlier_exposure():
-    cfg = TrainConfig.from_dict({"mixed_outliers": 0.5})
-    assert cfg.outlier_exposure is False and cfg.mixed_outliers == 0.5
-    assert TrainConfig().mixed_outliers == 0.0
+def test_mixed_outliers_on_by_default_and_independent_of_outlier_exposure():
+    assert TrainConfig().mixed_outliers == 0.5 and TrainConfig().outlier_exposure is False
+    assert TrainConfig.from_dict({"mixed_outliers": 0.0}).mixed_outliers == 0.0
